@@ -1,0 +1,238 @@
+//! The [`Deadline`] type: an absolute point on tokio's clock, carried in request extensions and in a
+//! task-local scope.
+
+use std::fmt;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+tokio::task_local! {
+    // The deadline of the work the current task is doing, for code that has no request at hand.
+    static CURRENT: Deadline;
+}
+
+/// The latest instant by which a piece of work must be done.
+///
+/// A `Deadline` is absolute, so it can be handed from layer to layer, queued and retried without
+/// each hop re-counting its budget: [`remaining`](Deadline::remaining) is always measured against
+/// tokio's clock at the moment it is asked (which makes it exact under `tokio::time::pause()`).
+///
+/// It travels two ways:
+/// - in a request's [`Extensions`](http::Extensions), where the server layer puts it;
+/// - in a task-local scope ([`Deadline::current`]) around the inner service's future, for code that
+///   has no request at hand (file I/O, database calls, outgoing connections).
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_deadline::Deadline;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let deadline = Deadline::after(Duration::from_secs(2));
+/// assert!(!deadline.is_expired());
+/// assert!(deadline.remaining() <= Duration::from_secs(2));
+///
+/// // Inside a scope, code with no request at hand can still find it.
+/// let seen = deadline.scope(async { Deadline::current() }).await;
+/// assert_eq!(seen, Some(deadline));
+/// # }
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Deadline {
+    at: Instant,
+}
+
+/// How far ahead an "unbounded" deadline lies; tokio's timer wheel treats this as never.
+const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+
+impl Deadline {
+    /// A deadline at the given instant of tokio's clock.
+    pub fn at(instant: Instant) -> Self {
+        Self { at: instant }
+    }
+
+    /// A deadline `budget` from now. Absurdly large budgets saturate at about 30 years ahead
+    /// instead of overflowing the clock.
+    pub fn after(budget: Duration) -> Self {
+        Self::after_from(Instant::now(), budget)
+    }
+
+    /// A deadline `budget` after `start`, saturating like [`Deadline::after`].
+    pub(crate) fn after_from(start: Instant, budget: Duration) -> Self {
+        let at = start
+            .checked_add(budget.min(FAR_FUTURE))
+            .unwrap_or_else(|| start + Duration::from_secs(86_400));
+        Self { at }
+    }
+
+    /// The instant this deadline falls on.
+    pub fn instant(&self) -> Instant {
+        self.at
+    }
+
+    /// Time left until the deadline, zero once it has passed.
+    pub fn remaining(&self) -> Duration {
+        self.at.saturating_duration_since(Instant::now())
+    }
+
+    /// Whether the deadline has passed (no time is left).
+    pub fn is_expired(&self) -> bool {
+        self.at <= Instant::now()
+    }
+
+    /// The earlier of two deadlines: the one that constrains more.
+    pub fn earliest(self, other: Deadline) -> Deadline {
+        if other.at < self.at { other } else { self }
+    }
+
+    /// The earlier of this deadline and an optional other one.
+    pub fn earliest_with(self, other: Option<Deadline>) -> Deadline {
+        match other {
+            Some(other) => self.earliest(other),
+            None => self,
+        }
+    }
+
+    /// The deadline of the task-local scope this code runs in, if any.
+    ///
+    /// The server layer ([`DeadlineLayer`](crate::DeadlineLayer)) and the helpers
+    /// ([`enforce`](crate::enforce)) set it around the futures they run.
+    pub fn current() -> Option<Deadline> {
+        CURRENT.try_with(|deadline| *deadline).ok()
+    }
+
+    /// The deadline stored in request extensions, if any.
+    pub fn from_extensions(extensions: &http::Extensions) -> Option<Deadline> {
+        extensions.get::<Deadline>().copied()
+    }
+
+    /// The deadline that binds a request: the earliest of the one in its extensions and the
+    /// task-local one. This is what retry, queue and client layers consult.
+    pub fn effective(extensions: &http::Extensions) -> Option<Deadline> {
+        match (Self::from_extensions(extensions), Self::current()) {
+            (Some(a), Some(b)) => Some(a.earliest(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Runs `future` with this deadline as [`Deadline::current`]. Nested scopes never extend an
+    /// outer deadline: the scope's deadline is the earliest of this one and the enclosing one.
+    ///
+    /// The scope only makes the deadline visible; use [`enforce`](crate::enforce) to also stop
+    /// the future when it passes.
+    pub fn scope<F: std::future::Future>(self, future: F) -> Scoped<F> {
+        let deadline = self.earliest_with(Self::current());
+        Scoped {
+            inner: CURRENT.scope(deadline, future),
+        }
+    }
+
+    /// Runs `f` synchronously with this deadline (or an earlier enclosing one) as the current one.
+    pub fn sync_scope<R>(self, f: impl FnOnce() -> R) -> R {
+        let deadline = self.earliest_with(Self::current());
+        CURRENT.sync_scope(deadline, f)
+    }
+
+    /// Sets the scope for exactly this deadline, without consulting the enclosing one; for our own
+    /// futures, which computed the earliest already.
+    pub(crate) fn enter<R>(self, f: impl FnOnce() -> R) -> R {
+        CURRENT.sync_scope(self, f)
+    }
+}
+
+impl fmt::Display for Deadline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let now = Instant::now();
+        if self.at > now {
+            write!(f, "deadline in {:?}", self.at - now)
+        } else {
+            write!(f, "deadline passed {:?} ago", now - self.at)
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Future returned by [`Deadline::scope`].
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Scoped<F: std::future::Future> {
+        #[pin]
+        inner: tokio::task::futures::TaskLocalFuture<Deadline, F>,
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for Scoped<F> {
+    type Output = F::Output;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        self.project().inner.poll(cx)
+    }
+}
+
+impl<F: std::future::Future> fmt::Debug for Scoped<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scoped").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn remaining_counts_down_on_tokio_clock() {
+        let deadline = Deadline::after(Duration::from_millis(300));
+        assert_eq!(deadline.remaining(), Duration::from_millis(300));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(deadline.remaining(), Duration::from_millis(200));
+        assert!(!deadline.is_expired());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(deadline.remaining(), Duration::ZERO);
+        assert!(deadline.is_expired());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn absurd_budget_saturates() {
+        let deadline = Deadline::after(Duration::MAX);
+        assert!(deadline.remaining() >= Duration::from_secs(86_400 * 365));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn earliest_picks_the_tighter_one() {
+        let short = Deadline::after(Duration::from_secs(1));
+        let long = Deadline::after(Duration::from_secs(2));
+        assert_eq!(short.earliest(long), short);
+        assert_eq!(long.earliest(short), short);
+        assert_eq!(long.earliest_with(None), long);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nested_scope_never_extends_outer() {
+        let outer = Deadline::after(Duration::from_secs(1));
+        let inner = Deadline::after(Duration::from_secs(5));
+        let seen = outer.scope(inner.scope(async { Deadline::current() })).await;
+        assert_eq!(seen, Some(outer));
+        assert_eq!(Deadline::current(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn effective_takes_earliest_of_extension_and_scope() {
+        let mut extensions = http::Extensions::new();
+        let ext = Deadline::after(Duration::from_secs(3));
+        extensions.insert(ext);
+        assert_eq!(Deadline::effective(&extensions), Some(ext));
+        let scoped = Deadline::after(Duration::from_secs(1));
+        let seen = scoped.sync_scope(|| Deadline::effective(&extensions));
+        assert_eq!(seen, Some(scoped));
+        assert_eq!(Deadline::effective(&http::Extensions::new()), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn display_says_how_far_off() {
+        let deadline = Deadline::after(Duration::from_millis(1500));
+        assert_eq!(deadline.to_string(), "deadline in 1.5s");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(deadline.to_string(), "deadline passed 500ms ago");
+    }
+}

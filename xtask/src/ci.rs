@@ -1,0 +1,41 @@
+//! `cargo xtask ci`: every check a submission must pass, in the order that fails fastest.
+
+use crate::step;
+
+pub(crate) fn run(args: &[String]) -> Result<(), String> {
+    if let Some(unknown) = args.first() {
+        return Err(format!("`ci` takes no arguments, got `{unknown}`"));
+    }
+    let cargo = cargo();
+    step("fmt", &cargo, &["fmt", "--all", "--check"], &[])?;
+    step(
+        "clippy",
+        &cargo,
+        &["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"],
+        &[],
+    )?;
+    step("test", &cargo, &["test", "--workspace", "--all-features"], &[])?;
+    step(
+        "doc",
+        &cargo,
+        &["doc", "--workspace", "--no-deps", "--all-features"],
+        &[("RUSTDOCFLAGS", "-D warnings")],
+    )?;
+    package()?;
+    println!("xtask: ci passed");
+    Ok(())
+}
+
+/// Packages (and verifies by building) every publishable crate; cargo orders dependent crates.
+pub(crate) fn package() -> Result<(), String> {
+    step(
+        "package",
+        &cargo(),
+        &["package", "--workspace", "--exclude", "xtask", "--allow-dirty"],
+        &[],
+    )
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string())
+}

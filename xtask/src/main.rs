@@ -1,0 +1,58 @@
+//! Project automation, run as `cargo xtask <command>`.
+//!
+//! `ci` is the single test command: the README and `.ci/run` both call it, so what a developer
+//! runs locally is exactly what CI runs.
+
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+mod ci;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") => ci::run(&args[1..]),
+        Some("package") => ci::package(),
+        Some("help") | Some("--help") | Some("-h") | None => {
+            print_help();
+            Ok(())
+        }
+        Some(other) => Err(format!("unknown command `{other}`; try `cargo xtask help`")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_help() {
+    println!(
+        "cargo xtask <command>\n\n\
+         ci        fmt, clippy, tests (doctests included), docs and packaging; stops at the first failure\n\
+         package   cargo package for every publishable crate\n"
+    );
+}
+
+/// Runs one named step, printing a one-line summary with its duration.
+pub(crate) fn step(name: &str, program: &str, args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
+    let started = Instant::now();
+    let mut command = Command::new(program);
+    command.args(args);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let status = command
+        .status()
+        .map_err(|e| format!("{name}: could not start `{program}`: {e}"))?;
+    let seconds = started.elapsed().as_secs_f64();
+    if status.success() {
+        println!("xtask: ok     {name} ({seconds:.1} s)");
+        Ok(())
+    } else {
+        println!("xtask: FAILED {name} ({seconds:.1} s)");
+        Err(format!("step `{name}` failed: {program} {}", args.join(" ")))
+    }
+}
