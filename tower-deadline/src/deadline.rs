@@ -115,14 +115,15 @@ impl Deadline {
     }
 
     /// Runs `future` with this deadline as [`Deadline::current`]. Nested scopes never extend an
-    /// outer deadline: the scope's deadline is the earliest of this one and the enclosing one.
+    /// outer deadline: on every poll the scope's deadline is the earliest of this one and the
+    /// enclosing one.
     ///
     /// The scope only makes the deadline visible; use [`enforce`](crate::enforce) to also stop
     /// the future when it passes.
     pub fn scope<F: std::future::Future>(self, future: F) -> Scoped<F> {
-        let deadline = self.earliest_with(Self::current());
         Scoped {
-            inner: CURRENT.scope(deadline, future),
+            inner: future,
+            deadline: self,
         }
     }
 
@@ -153,9 +154,10 @@ impl fmt::Display for Deadline {
 pin_project_lite::pin_project! {
     /// Future returned by [`Deadline::scope`].
     #[must_use = "futures do nothing unless polled"]
-    pub struct Scoped<F: std::future::Future> {
+    pub struct Scoped<F> {
         #[pin]
-        inner: tokio::task::futures::TaskLocalFuture<Deadline, F>,
+        inner: F,
+        deadline: Deadline,
     }
 }
 
@@ -166,13 +168,18 @@ impl<F: std::future::Future> std::future::Future for Scoped<F> {
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
-        self.project().inner.poll(cx)
+        let this = self.project();
+        let deadline = this.deadline.earliest_with(Deadline::current());
+        let inner = this.inner;
+        CURRENT.sync_scope(deadline, || inner.poll(cx))
     }
 }
 
-impl<F: std::future::Future> fmt::Debug for Scoped<F> {
+impl<F> fmt::Debug for Scoped<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Scoped").finish_non_exhaustive()
+        f.debug_struct("Scoped")
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
     }
 }
 
