@@ -31,7 +31,9 @@ impl Elapsed {
     pub(crate) fn into_error(self, stage: crate::Stage) -> crate::DeadlineExceeded {
         crate::DeadlineExceeded::new(
             stage,
-            self.deadline.instant().saturating_duration_since(self.start),
+            self.deadline
+                .instant()
+                .saturating_duration_since(self.start),
             self.start.elapsed(),
         )
     }

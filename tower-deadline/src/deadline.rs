@@ -218,7 +218,9 @@ mod tests {
     async fn nested_scope_never_extends_outer() {
         let outer = Deadline::after(Duration::from_secs(1));
         let inner = Deadline::after(Duration::from_secs(5));
-        let seen = outer.scope(inner.scope(async { Deadline::current() })).await;
+        let seen = outer
+            .scope(inner.scope(async { Deadline::current() }))
+            .await;
         assert_eq!(seen, Some(outer));
         assert_eq!(Deadline::current(), None);
     }

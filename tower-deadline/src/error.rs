@@ -174,8 +174,11 @@ mod tests {
 
     #[test]
     fn errors_box_and_downcast() {
-        let boxed: Box<dyn std::error::Error + Send + Sync> =
-            Box::new(DeadlineExceeded::new(Stage::Queued, Duration::ZERO, Duration::ZERO));
+        let boxed: Box<dyn std::error::Error + Send + Sync> = Box::new(DeadlineExceeded::new(
+            Stage::Queued,
+            Duration::ZERO,
+            Duration::ZERO,
+        ));
         assert_eq!(
             boxed.downcast_ref::<DeadlineExceeded>().map(|e| e.stage()),
             Some(Stage::Queued)

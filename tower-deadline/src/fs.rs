@@ -57,7 +57,11 @@ pub async fn read_to_string(path: impl AsRef<Path>) -> io::Result<String> {
 
 /// [`tokio::fs::write`] within [`WRITE_BUDGET`] and the current deadline.
 pub async fn write(path: impl AsRef<Path>, contents: impl AsRef<[u8]>) -> io::Result<()> {
-    bounded(WRITE_BUDGET, tokio::fs::write(path.as_ref(), contents.as_ref())).await
+    bounded(
+        WRITE_BUDGET,
+        tokio::fs::write(path.as_ref(), contents.as_ref()),
+    )
+    .await
 }
 
 /// [`tokio::fs::remove_file`] within [`DELETE_BUDGET`] and the current deadline.

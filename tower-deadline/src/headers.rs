@@ -133,7 +133,10 @@ mod tests {
     #[test]
     fn malformed_is_reported_and_valid_ones_still_count() {
         let got = read(
-            &headers(&[("grpc-timeout", "3s"), ("x-envoy-expected-rq-timeout-ms", "900")]),
+            &headers(&[
+                ("grpc-timeout", "3s"),
+                ("x-envoy-expected-rq-timeout-ms", "900"),
+            ]),
             &MillisHeaders::default(),
         );
         assert_eq!(got.budget, Some(Duration::from_millis(900)));
@@ -150,11 +153,12 @@ mod tests {
         assert_eq!(got.budget, None, "the replaced default is no longer read");
         let got = read(&headers(&[("x-other-ms", "7")]), &names);
         assert_eq!(got.budget, Some(Duration::from_millis(7)));
-        let got = read(
-            &headers(&[("x-envoy-expected-rq-timeout-ms", "8")]),
-            &names,
+        let got = read(&headers(&[("x-envoy-expected-rq-timeout-ms", "8")]), &names);
+        assert_eq!(
+            got.budget,
+            Some(Duration::from_millis(8)),
+            "Envoy's is kept"
         );
-        assert_eq!(got.budget, Some(Duration::from_millis(8)), "Envoy's is kept");
     }
 
     #[test]
@@ -164,9 +168,16 @@ mod tests {
         assert_eq!(grpc.get("grpc-timeout").unwrap(), "1500000u");
         assert!(grpc.get("x-request-timeout-ms").is_none());
 
-        let mut plain = headers(&[("content-type", "application/json"), ("x-request-timeout-ms", "99999")]);
+        let mut plain = headers(&[
+            ("content-type", "application/json"),
+            ("x-request-timeout-ms", "99999"),
+        ]);
         write(&mut plain, Duration::from_millis(1500), &REQUEST_TIMEOUT_MS);
-        assert_eq!(plain.get("x-request-timeout-ms").unwrap(), "1500", "overwrites a forwarded value");
+        assert_eq!(
+            plain.get("x-request-timeout-ms").unwrap(),
+            "1500",
+            "overwrites a forwarded value"
+        );
         assert!(plain.get("grpc-timeout").is_none());
     }
 }

@@ -37,7 +37,18 @@ mod tests {
             decode(b"99999999999999999999999999"),
             Some(Duration::from_millis(u64::MAX))
         );
-        for bad in [&b""[..], b"-1", b"+1", b"1.5", b"1e3", b" 1", b"1 ", b"1ms", b"abc", b"\xff"] {
+        for bad in [
+            &b""[..],
+            b"-1",
+            b"+1",
+            b"1.5",
+            b"1e3",
+            b" 1",
+            b"1 ",
+            b"1ms",
+            b"abc",
+            b"\xff",
+        ] {
             assert_eq!(decode(bad), None, "{bad:?}");
         }
     }

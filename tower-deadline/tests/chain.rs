@@ -34,13 +34,15 @@ async fn start_b(seen: Seen, delay: Duration) -> std::net::SocketAddr {
     let app = Router::new()
         .route(
             "/",
-            get(move |State(seen): State<Seen>, request: Request<Body>| async move {
-                let deadline = Deadline::from_extensions(request.extensions()).unwrap();
-                seen.budgets.lock().unwrap().push(deadline.remaining());
-                tokio::time::sleep(delay).await;
-                *seen.finished.lock().unwrap() += 1;
-                "b done"
-            }),
+            get(
+                move |State(seen): State<Seen>, request: Request<Body>| async move {
+                    let deadline = Deadline::from_extensions(request.extensions()).unwrap();
+                    seen.budgets.lock().unwrap().push(deadline.remaining());
+                    tokio::time::sleep(delay).await;
+                    *seen.finished.lock().unwrap() += 1;
+                    "b done"
+                },
+            ),
         )
         .with_state(seen)
         .layer(DeadlineLayer::http());
@@ -99,10 +101,16 @@ async fn each_hop_sees_a_strictly_smaller_budget() {
     let mut client = common::client();
     assert_eq!(get_with_timeout(&mut client, a, None).await, StatusCode::OK);
 
-    assert_eq!(get_with_timeout(&mut client, a, Some("2000")).await, StatusCode::OK);
+    assert_eq!(
+        get_with_timeout(&mut client, a, Some("2000")).await,
+        StatusCode::OK
+    );
 
     // Warm-up under the 30 s cap, then the 2 s request.
-    assert_eq!(seen_a.budgets(), [Duration::from_secs(30), Duration::from_secs(2)]);
+    assert_eq!(
+        seen_a.budgets(),
+        [Duration::from_secs(30), Duration::from_secs(2)]
+    );
     // B gets what A had left after 100 ms of work, minus the 10 ms margin, in whole ms.
     assert_eq!(
         seen_b.budgets(),
@@ -127,8 +135,16 @@ async fn a_slow_last_hop_fails_in_time_at_every_hop() {
     // A works 100 ms, B gets 115 - 100 - 10 = 5 ms and answers 504 when they are up.
     assert_eq!(seen_b.budgets()[1], Duration::from_millis(5));
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
-    assert_eq!(took, Duration::from_millis(105), "B stopped at its own deadline");
-    assert_eq!(*seen_b.finished.lock().unwrap(), 1, "B's handler was cancelled");
+    assert_eq!(
+        took,
+        Duration::from_millis(105),
+        "B stopped at its own deadline"
+    );
+    assert_eq!(
+        *seen_b.finished.lock().unwrap(),
+        1,
+        "B's handler was cancelled"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -142,7 +158,11 @@ async fn a_hop_with_no_time_left_sends_nothing() {
     // answers with its own deadline.
     let started = Instant::now();
     let status = get_with_timeout(&mut client, a, Some("105")).await;
-    assert_eq!(status, StatusCode::BAD_GATEWAY, "A's downstream call failed fast");
+    assert_eq!(
+        status,
+        StatusCode::BAD_GATEWAY,
+        "A's downstream call failed fast"
+    );
     assert_eq!(started.elapsed(), Duration::from_millis(100));
     assert!(seen_b.budgets().is_empty(), "B never saw the request");
 }

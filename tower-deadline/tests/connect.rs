@@ -35,7 +35,9 @@ async fn a_black_holed_connect_is_cut_at_the_connect_budget() {
     let uri: Uri = format!("http://{addr}/").parse().unwrap();
     let error = connector.oneshot(uri).await.unwrap_err();
     assert_eq!(started.elapsed(), Duration::from_secs(2));
-    let timeout = error.downcast_ref::<ConnectTimeout>().expect("a connect timeout");
+    let timeout = error
+        .downcast_ref::<ConnectTimeout>()
+        .expect("a connect timeout");
     assert_eq!(timeout.budget(), Duration::from_secs(2));
 }
 
@@ -50,7 +52,9 @@ async fn a_black_holed_connect_stops_at_the_request_deadline_when_that_is_sooner
         .await
         .unwrap_err();
     assert_eq!(started.elapsed(), Duration::from_millis(700));
-    let exceeded = error.downcast_ref::<DeadlineExceeded>().expect("the request deadline");
+    let exceeded = error
+        .downcast_ref::<DeadlineExceeded>()
+        .expect("the request deadline");
     assert_eq!(exceeded.budget(), Duration::from_millis(700));
 }
 

@@ -18,7 +18,10 @@ use tower_deadline::{Deadline, DeadlineExceeded, DeadlineLayer, InvalidDeadlineH
 
 /// A server whose handler counts its calls, reports the budget it got in a header, and works
 /// for `work`.
-async fn start(layer: DeadlineLayer<tower_deadline::HttpMode>, work: Duration) -> (std::net::SocketAddr, Arc<AtomicU32>) {
+async fn start(
+    layer: DeadlineLayer<tower_deadline::HttpMode>,
+    work: Duration,
+) -> (std::net::SocketAddr, Arc<AtomicU32>) {
     let calls = Arc::new(AtomicU32::new(0));
     let counted = calls.clone();
     let app = Router::new()
@@ -26,7 +29,9 @@ async fn start(layer: DeadlineLayer<tower_deadline::HttpMode>, work: Duration) -
             let counted = counted.clone();
             async move {
                 counted.fetch_add(1, Ordering::SeqCst);
-                let budget = Deadline::from_extensions(request.extensions()).unwrap().remaining();
+                let budget = Deadline::from_extensions(request.extensions())
+                    .unwrap()
+                    .remaining();
                 tokio::time::sleep(work).await;
                 ([("x-budget-ms", budget.as_millis().to_string())], "done")
             }
@@ -49,7 +54,14 @@ async fn grpc_request_past_its_deadline_gets_status_4_in_http_200() {
     let client = common::h2_client();
     let started = Instant::now();
     let response = client
-        .request(request(addr, &[("content-type", "application/grpc"), ("te", "trailers"), ("grpc-timeout", "50m")]))
+        .request(request(
+            addr,
+            &[
+                ("content-type", "application/grpc"),
+                ("te", "trailers"),
+                ("grpc-timeout", "50m"),
+            ],
+        ))
         .await
         .unwrap();
     assert_eq!(started.elapsed(), Duration::from_millis(50));
@@ -71,7 +83,10 @@ async fn plain_http_past_its_deadline_gets_504_with_a_body() {
     assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&body[..], b"deadline exceeded");
-    assert_eq!(metrics.counter("tower.deadline.exceeded", Some(("where", "handling"))), 1);
+    assert_eq!(
+        metrics.counter("tower.deadline.exceeded", Some(("where", "handling"))),
+        1
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -80,34 +95,62 @@ async fn expired_on_arrival_never_reaches_the_inner_service() {
     let layer = DeadlineLayer::http().meter(&metrics.meter());
     let (addr, calls) = start(layer, Duration::ZERO).await;
     let http = common::client();
-    let response = http.request(request(addr, &[("x-request-timeout-ms", "0")])).await.unwrap();
+    let response = http
+        .request(request(addr, &[("x-request-timeout-ms", "0")]))
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
 
     let grpc = common::h2_client();
     for zero in ["0n", "0S", "00000000H"] {
         let response = grpc
-            .request(request(addr, &[("content-type", "application/grpc+proto"), ("grpc-timeout", zero)]))
+            .request(request(
+                addr,
+                &[
+                    ("content-type", "application/grpc+proto"),
+                    ("grpc-timeout", zero),
+                ],
+            ))
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.headers()["grpc-status"], "4", "{zero}");
     }
-    assert_eq!(calls.load(Ordering::SeqCst), 0, "no expired request reached the handler");
-    assert_eq!(metrics.counter("tower.deadline.exceeded", Some(("where", "arrival"))), 4);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        0,
+        "no expired request reached the handler"
+    );
+    assert_eq!(
+        metrics.counter("tower.deadline.exceeded", Some(("where", "arrival"))),
+        4
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn malformed_header_is_ignored_and_counted_by_default() {
     let metrics = common::TestMetrics::new();
-    let layer = DeadlineLayer::http().max(Duration::from_secs(3)).meter(&metrics.meter());
+    let layer = DeadlineLayer::http()
+        .max(Duration::from_secs(3))
+        .meter(&metrics.meter());
     let (addr, calls) = start(layer, Duration::ZERO).await;
     let client = common::client();
     for bad in ["abc", "-5", "1.5", "", "99999999999999999999x"] {
-        let response = client.request(request(addr, &[("x-request-timeout-ms", bad)])).await.unwrap();
+        let response = client
+            .request(request(addr, &[("x-request-timeout-ms", bad)]))
+            .await
+            .unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{bad:?}");
-        assert_eq!(response.headers()["x-budget-ms"], "3000", "the cap applies to {bad:?}");
+        assert_eq!(
+            response.headers()["x-budget-ms"],
+            "3000",
+            "the cap applies to {bad:?}"
+        );
     }
-    let response = client.request(request(addr, &[("grpc-timeout", "1h")])).await.unwrap();
+    let response = client
+        .request(request(addr, &[("grpc-timeout", "1h")]))
+        .await
+        .unwrap();
     assert_eq!(response.headers()["x-budget-ms"], "3000");
     assert_eq!(calls.load(Ordering::SeqCst), 6);
     assert_eq!(metrics.counter("tower.deadline.invalid", None), 6);
@@ -123,7 +166,13 @@ async fn strict_mode_refuses_malformed_headers() {
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 
     let response = common::h2_client()
-        .request(request(addr, &[("content-type", "application/grpc"), ("grpc-timeout", "123456789S")]))
+        .request(request(
+            addr,
+            &[
+                ("content-type", "application/grpc"),
+                ("grpc-timeout", "123456789S"),
+            ],
+        ))
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
@@ -133,11 +182,21 @@ async fn strict_mode_refuses_malformed_headers() {
 
 #[tokio::test(start_paused = true)]
 async fn the_server_cap_bounds_what_callers_ask_for() {
-    let (addr, _) = start(DeadlineLayer::http().max(Duration::from_secs(2)), Duration::ZERO).await;
+    let (addr, _) = start(
+        DeadlineLayer::http().max(Duration::from_secs(2)),
+        Duration::ZERO,
+    )
+    .await;
     let client = common::client();
     let asked = |ms: &'static str| client.request(request(addr, &[("x-request-timeout-ms", ms)]));
-    assert_eq!(asked("60000").await.unwrap().headers()["x-budget-ms"], "2000");
-    assert_eq!(asked("1500").await.unwrap().headers()["x-budget-ms"], "1500");
+    assert_eq!(
+        asked("60000").await.unwrap().headers()["x-budget-ms"],
+        "2000"
+    );
+    assert_eq!(
+        asked("1500").await.unwrap().headers()["x-budget-ms"],
+        "1500"
+    );
     let no_header = client.request(request(addr, &[])).await.unwrap();
     assert_eq!(no_header.headers()["x-budget-ms"], "2000");
 }
@@ -150,19 +209,35 @@ async fn error_mode_returns_a_typed_error_with_the_numbers() {
             tokio::time::sleep(Duration::from_secs(60)).await;
             Ok::<_, std::convert::Infallible>(())
         }));
-    let request = Request::builder().header("grpc-timeout", "1S").body(()).unwrap();
+    let request = Request::builder()
+        .header("grpc-timeout", "1S")
+        .body(())
+        .unwrap();
     let error = service.oneshot(request).await.unwrap_err();
-    let exceeded = error.downcast_ref::<DeadlineExceeded>().expect("typed error");
+    let exceeded = error
+        .downcast_ref::<DeadlineExceeded>()
+        .expect("typed error");
     assert_eq!(exceeded.stage(), Stage::Handling);
     assert_eq!(exceeded.budget(), Duration::from_secs(1));
     assert_eq!(exceeded.elapsed(), Duration::from_secs(1));
 
     let strict = ServiceBuilder::new()
         .layer(DeadlineLayer::new().strict(true))
-        .service(service_fn(|_: Request<()>| async { Ok::<_, std::convert::Infallible>(()) }));
-    let request = Request::builder().header("grpc-timeout", "1 S").body(()).unwrap();
+        .service(service_fn(|_: Request<()>| async {
+            Ok::<_, std::convert::Infallible>(())
+        }));
+    let request = Request::builder()
+        .header("grpc-timeout", "1 S")
+        .body(())
+        .unwrap();
     let error = strict.oneshot(request).await.unwrap_err();
-    assert_eq!(error.downcast_ref::<InvalidDeadlineHeader>().unwrap().header(), "grpc-timeout");
+    assert_eq!(
+        error
+            .downcast_ref::<InvalidDeadlineHeader>()
+            .unwrap()
+            .header(),
+        "grpc-timeout"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -178,7 +253,9 @@ async fn inner_errors_pass_through_unchanged() {
 
     let service = ServiceBuilder::new()
         .layer(DeadlineLayer::http())
-        .service(service_fn(|_: Request<()>| async { Err::<http::Response<String>, _>(Upstream) }));
+        .service(service_fn(|_: Request<()>| async {
+            Err::<http::Response<String>, _>(Upstream)
+        }));
     let error = service.oneshot(Request::new(())).await.unwrap_err();
     assert_eq!(error.to_string(), "upstream broke");
 }

@@ -67,7 +67,9 @@ where
                     elapsed.into_error(Stage::Outgoing)
                 }
             },
-            StateProj::Failed { error } => error.take().expect("PropagateFuture polled after completion"),
+            StateProj::Failed { error } => error
+                .take()
+                .expect("PropagateFuture polled after completion"),
         };
         // Drop the in-flight call now: its caller has given up on it.
         state.set(State::Failed { error: None });
