@@ -31,7 +31,7 @@ use crate::enforce_within;
 
 /// Budget of [`read`] and [`read_to_string`].
 pub const READ_BUDGET: Duration = Duration::from_secs(5);
-/// Budget of [`write`].
+/// Budget of [`write()`].
 pub const WRITE_BUDGET: Duration = Duration::from_secs(10);
 /// Budget of [`remove_file`].
 pub const DELETE_BUDGET: Duration = Duration::from_secs(5);

@@ -85,6 +85,11 @@ pub use headers::{ENVOY_EXPECTED_RQ_TIMEOUT_MS, GRPC_TIMEOUT, REQUEST_TIMEOUT_MS
 pub use propagate::{PropagateDeadline, PropagateDeadlineLayer, PropagateFuture};
 pub use server::{DeadlineLayer, DeadlineService, ErrorMode, HttpMode, Mode, ResponseFuture};
 
+// The README's examples compile and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 /// The boxed error type of the error-mode services, the same as `tower::BoxError`.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

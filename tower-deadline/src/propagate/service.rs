@@ -72,8 +72,7 @@ where
             ));
         }
         headers::write(request.headers_mut(), budget, &self.shared.header);
-        let inner = &mut self.inner;
-        let future = deadline.enter(|| inner.call(request));
+        let future = self.inner.call(request);
         PropagateFuture::bounded(future, deadline, start, self.shared.metrics.clone())
     }
 }

@@ -90,6 +90,8 @@ impl<S, M: Mode> DeadlineService<S, M> {
             return ResponseFuture::rejected(Rejection::Expired(error), grpc);
         }
         request.extensions_mut().insert(deadline);
+        // `call` is scoped too: inner layers that decide in `call` (a queue admitting a request)
+        // may have no way to read a generic request's extensions.
         let inner = &mut self.inner;
         let future = deadline.enter(|| inner.call(request));
         ResponseFuture::running(future, deadline, start, shared.metrics.clone(), grpc)

@@ -1,0 +1,39 @@
+//! The queue's settings, validated (clamped) once when the layer is built.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use opentelemetry::metrics::Meter;
+
+use crate::admission::MAX_LIMIT;
+use crate::status::Thresholds;
+
+/// The default number of requests that may wait (from the product brief).
+pub(crate) const DEFAULT_CAPACITY: usize = 1000;
+
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    /// At least 1, at most [`MAX_LIMIT`].
+    pub(crate) concurrency: usize,
+    /// At most [`MAX_LIMIT`]; 0 means no waiting at all (pure load shedding).
+    pub(crate) capacity: usize,
+    pub(crate) drop_oldest: bool,
+    pub(crate) max_wait: Option<Duration>,
+    pub(crate) thresholds: Thresholds,
+    pub(crate) name: Cow<'static, str>,
+    pub(crate) meter: Option<Meter>,
+}
+
+impl Config {
+    pub(crate) fn new(concurrency: usize) -> Self {
+        Self {
+            concurrency: concurrency.clamp(1, MAX_LIMIT),
+            capacity: DEFAULT_CAPACITY,
+            drop_oldest: false,
+            max_wait: None,
+            thresholds: Thresholds::default(),
+            name: Cow::Borrowed("default"),
+            meter: None,
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! Typed errors: each says what happened and the numbers behind it, and downcasts from
+//! [`tower::BoxError`](https://docs.rs/tower/latest/tower/type.BoxError.html).
+
+use std::fmt;
+use std::time::Duration;
+
+/// Why a request was turned away without being queued (or was pushed out of the queue).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum OverloadReason {
+    /// Every concurrency slot was busy and the wait queue was full: the newest request was rejected.
+    Full,
+    /// The queue was full and in drop-oldest mode: this request was the oldest waiter and made room
+    /// for a newer one.
+    DroppedOldest,
+    /// The queue was closed through [`QueueHandle::close`](crate::QueueHandle::close) or
+    /// [`QueueHandle::drain`](crate::QueueHandle::drain) and admits nothing new.
+    Closed,
+}
+
+impl OverloadReason {
+    /// The stable lower-case name, also the `reason` attribute of `tower.queue.rejections`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            OverloadReason::Full => "full",
+            OverloadReason::DroppedOldest => "dropped_oldest",
+            OverloadReason::Closed => "closed",
+        }
+    }
+}
+
+impl fmt::Display for OverloadReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The queue could not take the request; it never reached the inner service.
+///
+/// Returned at once, never after a wait (except for [`OverloadReason::DroppedOldest`], which a
+/// waiter receives when a newer request pushes it out).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Overloaded {
+    capacity: usize,
+    depth: usize,
+    reason: OverloadReason,
+}
+
+impl Overloaded {
+    pub(crate) fn new(capacity: usize, depth: usize, reason: OverloadReason) -> Self {
+        Self {
+            capacity,
+            depth,
+            reason,
+        }
+    }
+
+    /// How many requests the queue may hold waiting.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// How many requests were waiting when this one was turned away.
+    pub fn depth(&self) -> usize {
+        self.depth
+    }
+
+    /// Why the request was turned away.
+    pub fn reason(&self) -> OverloadReason {
+        self.reason
+    }
+}
+
+impl fmt::Display for Overloaded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.reason {
+            OverloadReason::Full => write!(
+                f,
+                "overloaded: queue full ({} of {} waiting)",
+                self.depth, self.capacity
+            ),
+            OverloadReason::DroppedOldest => write!(
+                f,
+                "overloaded: dropped as the oldest waiter ({} of {} waiting)",
+                self.depth, self.capacity
+            ),
+            OverloadReason::Closed => write!(
+                f,
+                "overloaded: queue closed ({} of {} waiting)",
+                self.depth, self.capacity
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Overloaded {}
+
+/// The request waited in the queue for the configured maximum and left without reaching the
+/// inner service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueTimeout {
+    waited: Duration,
+    max: Duration,
+}
+
+impl QueueTimeout {
+    pub(crate) fn new(waited: Duration, max: Duration) -> Self {
+        Self { waited, max }
+    }
+
+    /// How long the request waited.
+    pub fn waited(&self) -> Duration {
+        self.waited
+    }
+
+    /// The configured maximum wait.
+    pub fn max(&self) -> Duration {
+        self.max
+    }
+}
+
+impl fmt::Display for QueueTimeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "waited {:?} in the queue, the maximum is {:?}",
+            self.waited, self.max
+        )
+    }
+}
+
+impl std::error::Error for QueueTimeout {}
+
+/// Why the queue answered a request itself instead of handing it to the inner service.
+#[derive(Debug)]
+pub(crate) enum Rejection {
+    Overloaded(Overloaded),
+    Timeout(QueueTimeout),
+    #[cfg(feature = "deadline")]
+    Deadline(tower_deadline::DeadlineExceeded),
+}
+
+impl Rejection {
+    pub(crate) fn into_box(self) -> Box<dyn std::error::Error + Send + Sync> {
+        match self {
+            Rejection::Overloaded(e) => Box::new(e),
+            Rejection::Timeout(e) => Box::new(e),
+            #[cfg(feature = "deadline")]
+            Rejection::Deadline(e) => Box::new(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_carry_the_numbers() {
+        assert_eq!(
+            Overloaded::new(4, 4, OverloadReason::Full).to_string(),
+            "overloaded: queue full (4 of 4 waiting)"
+        );
+        assert_eq!(
+            QueueTimeout::new(Duration::from_millis(1500), Duration::from_secs(1)).to_string(),
+            "waited 1.5s in the queue, the maximum is 1s"
+        );
+    }
+
+    #[test]
+    fn boxed_errors_downcast() {
+        let boxed = Rejection::Overloaded(Overloaded::new(1, 1, OverloadReason::Closed)).into_box();
+        let e = boxed.downcast_ref::<Overloaded>().unwrap();
+        assert_eq!(e.reason(), OverloadReason::Closed);
+        let boxed =
+            Rejection::Timeout(QueueTimeout::new(Duration::ZERO, Duration::ZERO)).into_box();
+        assert!(boxed.is::<QueueTimeout>());
+    }
+}

@@ -1,0 +1,310 @@
+//! The response futures: wait for a slot (if needed), then drive the inner service like tower's
+//! `Oneshot` (`poll_ready`, then `call` on a clone of it), holding the slot until the inner
+//! future completes or is dropped.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+#[cfg(feature = "deadline")]
+use std::time::Duration;
+
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+use tower_service::Service;
+
+use crate::BoxError;
+use crate::admission::{Permit, Shared, Slow, WaitOutcome, Waiter};
+use crate::error::{OverloadReason, Overloaded, QueueTimeout, Rejection};
+use crate::metrics::Reason;
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Waiting {
+            waiter: Waiter,
+            // Boxed: only waiters pay for a timer, and only when a limit applies.
+            timer: Option<Pin<Box<Sleep>>>,
+            since: Instant,
+            deadline: Option<Instant>,
+        },
+        Ready,
+        Calling {
+            #[pin]
+            future: F,
+        },
+        Rejected {
+            rejection: Option<Rejection>,
+        },
+        Done,
+    }
+}
+
+pin_project! {
+    /// The shared core of both response futures: its output separates the queue's own answers
+    /// (`Err(Rejection)`) from the inner service's outcome, which passes through unchanged.
+    pub(crate) struct Admit<S, Req>
+    where
+        S: Service<Req>,
+    {
+        #[pin]
+        state: State<S::Future>,
+        service: Option<S>,
+        request: Option<Req>,
+        // Declared after `state`, so the inner future is dropped before the slot is freed.
+        permit: Option<Permit>,
+    }
+}
+
+impl<S, Req> Admit<S, Req>
+where
+    S: Service<Req> + Clone,
+{
+    /// Admission happens here, at `call` time, on counts alone. `deadline_of` is consulted only
+    /// when the request cannot take a free slot at once, keeping the success path free of it.
+    pub(crate) fn new(
+        shared: &Arc<Shared>,
+        service: &S,
+        request: Req,
+        deadline_of: fn(&Req) -> Option<Instant>,
+    ) -> Self {
+        if let Some(permit) = shared.try_acquire() {
+            return Self::with_state(State::Ready, Some(permit), Some(service.clone()), request);
+        }
+        let deadline = deadline_of(&request);
+        #[cfg(feature = "deadline")]
+        if let Some(deadline) = deadline {
+            if deadline <= Instant::now() {
+                // No time left to wait: answer at once instead of queueing.
+                shared.metrics.rejected(Reason::Deadline);
+                let error = tower_deadline::DeadlineExceeded::new(
+                    tower_deadline::Stage::Queued,
+                    Duration::ZERO,
+                    Duration::ZERO,
+                );
+                return Self::rejected(Rejection::Deadline(error), request);
+            }
+        }
+        match shared.admit_or_queue() {
+            Slow::Admitted(permit) => {
+                Self::with_state(State::Ready, Some(permit), Some(service.clone()), request)
+            }
+            Slow::Rejected(error) => Self::rejected(Rejection::Overloaded(error), request),
+            Slow::Queued(waiter) => {
+                let since = Instant::now();
+                // An absurd maximum that overflows the clock means no limit, never a panic.
+                let max_wait = shared
+                    .config
+                    .max_wait
+                    .and_then(|max| since.checked_add(max));
+                let wake_at = match (max_wait, deadline) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                let timer = wake_at.map(|at| Box::pin(tokio::time::sleep_until(at)));
+                let state = State::Waiting {
+                    waiter,
+                    timer,
+                    since,
+                    deadline,
+                };
+                Self::with_state(state, None, Some(service.clone()), request)
+            }
+        }
+    }
+
+    fn with_state(
+        state: State<S::Future>,
+        permit: Option<Permit>,
+        service: Option<S>,
+        request: Req,
+    ) -> Self {
+        Self {
+            state,
+            service,
+            request: Some(request),
+            permit,
+        }
+    }
+
+    fn rejected(rejection: Rejection, request: Req) -> Self {
+        let state = State::Rejected {
+            rejection: Some(rejection),
+        };
+        // The request is dropped at once: nothing of it is kept for a rejection.
+        drop(request);
+        Self {
+            state,
+            service: None,
+            request: None,
+            permit: None,
+        }
+    }
+}
+
+/// A waiter's way out without a slot.
+fn left(shared: &Shared, since: Instant, deadline: Option<Instant>) -> Rejection {
+    let now = Instant::now();
+    #[cfg(feature = "deadline")]
+    if let Some(deadline) = deadline {
+        if deadline <= now {
+            shared.metrics.rejected(Reason::Deadline);
+            return Rejection::Deadline(tower_deadline::DeadlineExceeded::new(
+                tower_deadline::Stage::Queued,
+                deadline.saturating_duration_since(since),
+                now.saturating_duration_since(since),
+            ));
+        }
+    }
+    #[cfg(not(feature = "deadline"))]
+    let _ = deadline;
+    shared.metrics.rejected(Reason::QueueTimeout);
+    Rejection::Timeout(QueueTimeout::new(
+        now.saturating_duration_since(since),
+        shared.config.max_wait.unwrap_or_default(),
+    ))
+}
+
+fn dropped_oldest(shared: &Shared) -> Rejection {
+    let capacity = shared.config.capacity;
+    Rejection::Overloaded(Overloaded::new(
+        capacity,
+        capacity,
+        OverloadReason::DroppedOldest,
+    ))
+}
+
+impl<S, Req> Future for Admit<S, Req>
+where
+    S: Service<Req>,
+{
+    type Output = Result<Result<S::Response, S::Error>, Rejection>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Waiting {
+                    waiter,
+                    timer,
+                    since,
+                    deadline,
+                } => {
+                    let mut outcome = waiter.poll(cx);
+                    if matches!(outcome, WaitOutcome::Pending) {
+                        let fired = timer
+                            .as_mut()
+                            .is_some_and(|timer| timer.as_mut().poll(cx).is_ready());
+                        if !fired {
+                            return Poll::Pending;
+                        }
+                        outcome = waiter.leave();
+                    }
+                    let shared = Arc::clone(waiter.shared());
+                    match outcome {
+                        WaitOutcome::Granted(permit) => {
+                            shared.metrics.waited(since.elapsed().as_secs_f64());
+                            *this.permit = Some(permit);
+                            this.state.set(State::Ready);
+                        }
+                        WaitOutcome::Dropped => {
+                            let rejection = dropped_oldest(&shared);
+                            this.state.set(State::Done);
+                            *this.service = None;
+                            *this.request = None;
+                            return Poll::Ready(Err(rejection));
+                        }
+                        WaitOutcome::Left => {
+                            let rejection = left(&shared, *since, *deadline);
+                            this.state.set(State::Done);
+                            *this.service = None;
+                            *this.request = None;
+                            return Poll::Ready(Err(rejection));
+                        }
+                        WaitOutcome::Pending => return Poll::Pending,
+                    }
+                }
+                StateProj::Ready => {
+                    let service = this
+                        .service
+                        .as_mut()
+                        .expect("service is present until called");
+                    if let Err(error) = ready!(service.poll_ready(cx)) {
+                        this.state.set(State::Done);
+                        *this.service = None;
+                        *this.permit = None;
+                        return Poll::Ready(Ok(Err(error)));
+                    }
+                    let request = this
+                        .request
+                        .take()
+                        .expect("request is present until called");
+                    let future = service.call(request);
+                    *this.service = None;
+                    this.state.set(State::Calling { future });
+                }
+                StateProj::Calling { future } => {
+                    let output = ready!(future.poll(cx));
+                    this.state.set(State::Done);
+                    *this.permit = None;
+                    return Poll::Ready(Ok(output));
+                }
+                StateProj::Rejected { rejection } => {
+                    let rejection = rejection.take().expect("polled after completion");
+                    this.state.set(State::Done);
+                    return Poll::Ready(Err(rejection));
+                }
+                StateProj::Done => panic!("ResponseFuture polled after completion"),
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// Response future of [`BoundedQueue`](crate::BoundedQueue).
+    ///
+    /// Resolves to the inner service's response, the inner error (boxed, unchanged), or one of
+    /// the queue's errors: [`Overloaded`], [`QueueTimeout`] or, with the `deadline` feature,
+    /// `tower_deadline::DeadlineExceeded`.
+    pub struct ResponseFuture<S, Req>
+    where
+        S: Service<Req>,
+    {
+        #[pin]
+        inner: Admit<S, Req>,
+    }
+}
+
+impl<S, Req> ResponseFuture<S, Req>
+where
+    S: Service<Req>,
+{
+    pub(crate) fn new(inner: Admit<S, Req>) -> Self {
+        Self { inner }
+    }
+}
+
+impl<S, Req> Future for ResponseFuture<S, Req>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+{
+    type Output = Result<S::Response, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match ready!(self.project().inner.poll(cx)) {
+            Ok(Ok(response)) => Poll::Ready(Ok(response)),
+            Ok(Err(error)) => Poll::Ready(Err(error.into())),
+            Err(rejection) => Poll::Ready(Err(rejection.into_box())),
+        }
+    }
+}
+
+impl<S, Req> std::fmt::Debug for ResponseFuture<S, Req>
+where
+    S: Service<Req>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}

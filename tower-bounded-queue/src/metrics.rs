@@ -1,0 +1,127 @@
+//! OpenTelemetry instruments, recorded through the API only (free when no SDK is installed).
+//!
+//! Depth, in-flight and status are observable instruments read from the admission counters at
+//! collection time, so the success path records nothing. Rejections and waits are recorded on the
+//! slow paths only.
+
+use std::sync::Weak;
+
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Histogram, Meter, ObservableGauge, ObservableUpDownCounter};
+
+use crate::admission::Shared;
+use crate::config::Config;
+
+/// The `reason` attribute of `tower.queue.rejections`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Reason {
+    Full = 0,
+    DroppedOldest = 1,
+    QueueTimeout = 2,
+    #[cfg_attr(not(feature = "deadline"), allow(dead_code))]
+    Deadline = 3,
+    Closed = 4,
+}
+
+const REASONS: [&str; 5] = [
+    "full",
+    "dropped_oldest",
+    "queue_timeout",
+    "deadline",
+    "closed",
+];
+
+/// Boundaries for `tower.queue.wait`, in seconds (semconv's HTTP duration buckets).
+const WAIT_BOUNDARIES: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+pub(crate) struct Metrics {
+    rejections: Counter<u64>,
+    wait: Histogram<f64>,
+    name: [KeyValue; 1],
+    reasons: [[KeyValue; 2]; 5],
+    _depth: ObservableUpDownCounter<i64>,
+    _in_flight: ObservableUpDownCounter<i64>,
+    _status: ObservableGauge<u64>,
+}
+
+impl Metrics {
+    /// The observable instruments hold only a weak reference, so a dropped queue is not kept
+    /// alive by the meter (its callbacks then report nothing).
+    pub(crate) fn new(config: &Config, shared: Weak<Shared>) -> Self {
+        let global;
+        let meter: &Meter = match &config.meter {
+            Some(meter) => meter,
+            None => {
+                global = opentelemetry::global::meter("tower-bounded-queue");
+                &global
+            }
+        };
+        let name = KeyValue::new("tower.queue.name", config.name.clone());
+        let reasons = REASONS.map(|r| [name.clone(), KeyValue::new("reason", r)]);
+
+        let attrs = [name.clone()];
+        let weak = shared.clone();
+        let a = attrs.clone();
+        let depth = meter
+            .i64_observable_up_down_counter("tower.queue.depth")
+            .with_description("Requests waiting in the queue")
+            .with_unit("{request}")
+            .with_callback(move |o| {
+                if let Some(s) = weak.upgrade() {
+                    o.observe(s.depth() as i64, &a);
+                }
+            })
+            .build();
+        let weak = shared.clone();
+        let a = attrs.clone();
+        let in_flight = meter
+            .i64_observable_up_down_counter("tower.queue.in_flight")
+            .with_description("Requests admitted into the inner service")
+            .with_unit("{request}")
+            .with_callback(move |o| {
+                if let Some(s) = weak.upgrade() {
+                    o.observe(s.in_flight() as i64, &a);
+                }
+            })
+            .build();
+        let a = attrs.clone();
+        let status = meter
+            .u64_observable_gauge("tower.queue.status")
+            .with_description("Queue status: 0 healthy, 1 degraded, 2 overloaded, 3 critical")
+            .with_callback(move |o| {
+                if let Some(s) = shared.upgrade() {
+                    o.observe(s.status().as_level(), &a);
+                }
+            })
+            .build();
+
+        Self {
+            rejections: meter
+                .u64_counter("tower.queue.rejections")
+                .with_description("Requests answered by the queue instead of the inner service")
+                .with_unit("{request}")
+                .build(),
+            wait: meter
+                .f64_histogram("tower.queue.wait")
+                .with_description("Time admitted requests spent waiting in the queue")
+                .with_unit("s")
+                .with_boundaries(WAIT_BOUNDARIES.to_vec())
+                .build(),
+            name: attrs,
+            reasons,
+            _depth: depth,
+            _in_flight: in_flight,
+            _status: status,
+        }
+    }
+
+    pub(crate) fn rejected(&self, reason: Reason) {
+        self.rejections.add(1, &self.reasons[reason as usize]);
+    }
+
+    pub(crate) fn waited(&self, seconds: f64) {
+        self.wait.record(seconds, &self.name);
+    }
+}

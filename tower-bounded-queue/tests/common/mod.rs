@@ -1,0 +1,183 @@
+//! Shared test support: a real axum server on 127.0.0.1, a hyper client, an inner handler the
+//! test holds and releases, and an in-memory OpenTelemetry reader.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use opentelemetry::metrics::{Meter, MeterProvider};
+use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
+use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
+use tokio::sync::Semaphore;
+
+/// Holds every request until the test releases it; counts how many got in.
+#[derive(Clone)]
+pub struct Gate {
+    pub permits: Arc<Semaphore>,
+    pub entered: Arc<AtomicUsize>,
+    pub finished: Arc<AtomicUsize>,
+}
+
+impl Gate {
+    pub fn new() -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(0)),
+            entered: Arc::default(),
+            finished: Arc::default(),
+        }
+    }
+
+    pub async fn pass(&self) {
+        self.entered.fetch_add(1, Ordering::SeqCst);
+        self.permits.acquire().await.unwrap().forget();
+        self.finished.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn release(&self, n: usize) {
+        self.permits.add_permits(n);
+    }
+
+    pub fn entered(&self) -> usize {
+        self.entered.load(Ordering::SeqCst)
+    }
+}
+
+pub async fn serve(router: axum::Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    addr
+}
+
+pub type HttpClient = Client<HttpConnector, Empty<bytes::Bytes>>;
+
+pub fn client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub struct Answer {
+    pub status: http::StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+pub async fn get(client: &HttpClient, addr: SocketAddr, path: &str) -> Answer {
+    request(client, addr, path, None).await
+}
+
+pub async fn request(
+    client: &HttpClient,
+    addr: SocketAddr,
+    path: &str,
+    content_type: Option<&str>,
+) -> Answer {
+    let mut builder = http::Request::get(format!("http://{addr}{path}"));
+    if let Some(ct) = content_type {
+        builder = builder.header(http::header::CONTENT_TYPE, ct);
+    }
+    let response = client
+        .request(builder.body(Empty::new()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    Answer {
+        status,
+        headers,
+        body: String::from_utf8(body.to_vec()).unwrap(),
+    }
+}
+
+/// Waits (bounded, real time) until `condition` holds; panics with `what` otherwise.
+pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    for _ in 0..1000 {
+        if condition() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+/// An SDK meter whose readings the test can collect.
+pub struct TestMetrics {
+    provider: SdkMeterProvider,
+    exporter: InMemoryMetricExporter,
+}
+
+impl TestMetrics {
+    pub fn new() -> Self {
+        let exporter = InMemoryMetricExporter::default();
+        let reader = PeriodicReader::builder(exporter.clone())
+            .with_interval(Duration::from_secs(3600))
+            .build();
+        let provider = SdkMeterProvider::builder().with_reader(reader).build();
+        Self { provider, exporter }
+    }
+
+    pub fn meter(&self) -> Meter {
+        self.provider.meter("test")
+    }
+
+    /// The latest value of `name` for the data point whose attributes include all of `attrs`.
+    pub fn value(&self, name: &str, attrs: &[(&str, &str)]) -> Option<f64> {
+        self.exporter.reset();
+        self.provider.force_flush().unwrap();
+        let all = self.exporter.get_finished_metrics().unwrap();
+        let resource = all.last()?;
+        let matches = |kvs: Vec<&opentelemetry::KeyValue>| {
+            attrs.iter().all(|(k, v)| {
+                kvs.iter()
+                    .any(|kv| kv.key.as_str() == *k && kv.value.as_str() == *v)
+            })
+        };
+        for scope in resource.scope_metrics() {
+            for metric in scope.metrics() {
+                if metric.name() != name {
+                    continue;
+                }
+                macro_rules! find {
+                    ($data:expr) => {
+                        match $data {
+                            MetricData::Sum(sum) => {
+                                for p in sum.data_points() {
+                                    if matches(p.attributes().collect()) {
+                                        return Some(p.value() as f64);
+                                    }
+                                }
+                            }
+                            MetricData::Gauge(g) => {
+                                for p in g.data_points() {
+                                    if matches(p.attributes().collect()) {
+                                        return Some(p.value() as f64);
+                                    }
+                                }
+                            }
+                            MetricData::Histogram(h) => {
+                                for p in h.data_points() {
+                                    if matches(p.attributes().collect()) {
+                                        return Some(p.count() as f64);
+                                    }
+                                }
+                            }
+                            _ => {}
+                        }
+                    };
+                }
+                match metric.data() {
+                    AggregatedMetrics::F64(d) => find!(d),
+                    AggregatedMetrics::U64(d) => find!(d),
+                    AggregatedMetrics::I64(d) => find!(d),
+                }
+            }
+        }
+        None
+    }
+}
