@@ -6,6 +6,7 @@
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
+mod bench;
 mod ci;
 
 fn main() -> ExitCode {
@@ -13,6 +14,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci::run(&args[1..]),
         Some("package") => ci::package(),
+        Some("bench") => bench::run(&args[1..]),
         Some("help") | Some("--help") | Some("-h") | None => {
             print_help();
             Ok(())
@@ -32,12 +34,23 @@ fn print_help() {
     println!(
         "cargo xtask <command>\n\n\
          ci        fmt, clippy, tests (doctests included), docs and packaging; stops at the first failure\n\
+         bench     whole-system benchmark + criterion; --quick for CI's smoke run\n\
          package   cargo package for every publishable crate\n"
     );
 }
 
+/// The cargo that runs us, so nested builds use the same toolchain.
+pub(crate) fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string())
+}
+
 /// Runs one named step, printing a one-line summary with its duration.
-pub(crate) fn step(name: &str, program: &str, args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
+pub(crate) fn step(
+    name: &str,
+    program: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Result<(), String> {
     let started = Instant::now();
     let mut command = Command::new(program);
     command.args(args);
@@ -53,6 +66,9 @@ pub(crate) fn step(name: &str, program: &str, args: &[&str], env: &[(&str, &str)
         Ok(())
     } else {
         println!("xtask: FAILED {name} ({seconds:.1} s)");
-        Err(format!("step `{name}` failed: {program} {}", args.join(" ")))
+        Err(format!(
+            "step `{name}` failed: {program} {}",
+            args.join(" ")
+        ))
     }
 }

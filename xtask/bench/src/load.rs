@@ -1,0 +1,238 @@
+//! Load generators: closed loop over fixed connections (throughput), open loop at a fixed rate
+//! (overload), and a fixed batch of identified requests (retry efficiency). Each records every
+//! request's status (0 for a transport error) and latency.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::time::Instant;
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Outcome {
+    pub(crate) status: u16,
+    pub(crate) latency: Duration,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Report {
+    pub(crate) outcomes: Vec<Outcome>,
+    pub(crate) elapsed: Duration,
+}
+
+impl Report {
+    pub(crate) fn count(&self, keep: impl Fn(u16) -> bool) -> usize {
+        self.outcomes.iter().filter(|o| keep(o.status)).count()
+    }
+
+    pub(crate) fn per_second(&self) -> f64 {
+        self.outcomes.len() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// The `q` quantile (0..=1) of the latencies of requests whose status passes `keep`.
+    pub(crate) fn quantile(&self, q: f64, keep: impl Fn(u16) -> bool) -> Option<Duration> {
+        let mut latencies: Vec<Duration> = self
+            .outcomes
+            .iter()
+            .filter(|o| keep(o.status))
+            .map(|o| o.latency)
+            .collect();
+        if latencies.is_empty() {
+            return None;
+        }
+        latencies.sort_unstable();
+        let index = ((latencies.len() - 1) as f64 * q).round() as usize;
+        Some(latencies[index])
+    }
+}
+
+fn request(addr: SocketAddr, path: &str, id: Option<u64>) -> Request<Empty<Bytes>> {
+    let mut builder = Request::get(format!("http://{addr}{path}"));
+    if let Some(id) = id {
+        builder = builder.header("x-request-id", id);
+    }
+    builder.body(Empty::new()).expect("a valid request")
+}
+
+/// `connections` keep-alive HTTP/1.1 connections, each sending the next request as soon as the
+/// previous answer is read, for `duration`.
+pub(crate) async fn closed_loop(
+    addr: SocketAddr,
+    path: &str,
+    connections: usize,
+    duration: Duration,
+) -> Result<Report, String> {
+    let started = Instant::now();
+    let end = started + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let path = path.to_string();
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect to {addr}: {e}"))?;
+        stream.set_nodelay(true).ok();
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(connection);
+        tasks.push(tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            while Instant::now() < end {
+                if sender.ready().await.is_err() {
+                    break;
+                }
+                let sent = Instant::now();
+                let status = match sender.send_request(request(addr, &path, None)).await {
+                    Ok(response) => {
+                        let status = response.status().as_u16();
+                        let _ = response.into_body().collect().await;
+                        status
+                    }
+                    Err(_) => 0,
+                };
+                outcomes.push(Outcome {
+                    status,
+                    latency: sent.elapsed(),
+                });
+                if status == 0 {
+                    break;
+                }
+            }
+            outcomes
+        }));
+    }
+    let mut report = Report::default();
+    for task in tasks {
+        report
+            .outcomes
+            .extend(task.await.map_err(|e| e.to_string())?);
+    }
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+fn pooled_client() -> Client<HttpConnector, Empty<Bytes>> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new()).build(connector)
+}
+
+/// Requests started at `rate` per second for `duration`, whatever the answers (open loop), each
+/// on a pooled connection; waits for every answer before returning.
+pub(crate) async fn open_loop(
+    addr: SocketAddr,
+    path: &str,
+    rate: u32,
+    duration: Duration,
+    mut every_second: impl FnMut(u64),
+) -> Result<Report, String> {
+    let client = pooled_client();
+    let outcomes = Arc::new(Mutex::new(Vec::new()));
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    let mut due = 0.0f64;
+    let mut sent = 0u64;
+    let mut tasks = Vec::new();
+    let mut last_second = 0;
+    while started.elapsed() < duration {
+        tick.tick().await;
+        let second = started.elapsed().as_secs();
+        if second != last_second {
+            last_second = second;
+            every_second(second);
+        }
+        // Catch up on whatever the timer's granularity made us miss.
+        let target = started.elapsed().as_secs_f64() * f64::from(rate);
+        while due < target {
+            due += 1.0;
+            sent += 1;
+            let (client, outcomes, path) = (client.clone(), outcomes.clone(), path.to_string());
+            tasks.push(tokio::spawn(async move {
+                let begun = Instant::now();
+                let status = match client.request(request(addr, &path, Some(sent))).await {
+                    Ok(response) => {
+                        let status = response.status().as_u16();
+                        let _ = response.into_body().collect().await;
+                        status
+                    }
+                    Err(_) => 0,
+                };
+                outcomes.lock().unwrap().push(Outcome {
+                    status,
+                    latency: begun.elapsed(),
+                });
+            }));
+        }
+    }
+    for task in tasks {
+        task.await.map_err(|e| e.to_string())?;
+    }
+    let outcomes = std::mem::take(&mut *outcomes.lock().unwrap());
+    Ok(Report {
+        outcomes,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// `count` requests with ids `0..count` in `x-request-id`, at most `concurrency` at once.
+pub(crate) async fn batch(
+    addr: SocketAddr,
+    path: &str,
+    count: u64,
+    concurrency: usize,
+) -> Result<Report, String> {
+    let client = pooled_client();
+    let limit = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for id in 0..count {
+        let permit = limit
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| e.to_string())?;
+        let (client, path) = (client.clone(), path.to_string());
+        tasks.push(tokio::spawn(async move {
+            let begun = Instant::now();
+            let status = match client.request(request(addr, &path, Some(id))).await {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let _ = response.into_body().collect().await;
+                    status
+                }
+                Err(_) => 0,
+            };
+            drop(permit);
+            Outcome {
+                status,
+                latency: begun.elapsed(),
+            }
+        }));
+    }
+    let mut report = Report::default();
+    for task in tasks {
+        report.outcomes.push(task.await.map_err(|e| e.to_string())?);
+    }
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+/// A plain GET, for `/stats` and `/metrics`.
+pub(crate) async fn get_text(addr: SocketAddr, path: &str) -> Result<String, String> {
+    let response = pooled_client()
+        .request(request(addr, path, None))
+        .await
+        .map_err(|e| format!("GET {path}: {e}"))?;
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&body.to_bytes()).into_owned())
+}

@@ -1,0 +1,47 @@
+//! Programs behind `cargo xtask bench`, one binary with subcommands so a single build serves every
+//! process of the benchmark:
+//!
+//! - `upstream fast|slow|mixed`: the upstreams the proxies call;
+//! - `bare-proxy URL`: the minimal hyper reverse proxy (the physical limit for a proxy here);
+//! - `naive-retry-proxy URL`: a proxy retrying every failure with plain `tower::retry`;
+//! - `run [--quick] [--gateway PATH] [--out FILE]`: runs the whole benchmark and writes markdown.
+//!
+//! Every server binds 127.0.0.1 on port 0 and prints `listening on http://ADDR` on stdout.
+
+mod load;
+mod proxy;
+mod run;
+mod upstream;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize| args.get(i).map(String::as_str);
+    let result = match arg(0) {
+        Some("upstream") => upstream::main(arg(1).unwrap_or("fast")),
+        Some("bare-proxy") => proxy::main(arg(1), false),
+        Some("naive-retry-proxy") => proxy::main(arg(1), true),
+        Some("run") => run::main(&args[1..]),
+        _ => Err(
+            "usage: xtask-bench upstream fast|slow|mixed | bare-proxy URL | \
+                  naive-retry-proxy URL | run [--quick] [--gateway PATH] [--out FILE]"
+                .to_string(),
+        ),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask-bench: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints the bound address the way the gateway does, so one reader serves every child.
+pub(crate) fn announce(addr: std::net::SocketAddr) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "listening on http://{addr}");
+    let _ = stdout.flush();
+}
