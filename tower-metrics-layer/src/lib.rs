@@ -1,0 +1,125 @@
+//! OpenTelemetry request metrics for [tower] services, with bounded cardinality.
+//!
+//! [`MetricsLayer`] records the OpenTelemetry HTTP semantic-convention metrics
+//! (`http.server.request.duration`, `http.server.active_requests`, body sizes, and
+//! the `http.client.*` equivalents) on a [`Meter`](opentelemetry::metrics::Meter)
+//! you pass in. It records through the OpenTelemetry API only, so it costs almost
+//! nothing when no SDK is installed and works with any exporter (OTLP, Prometheus).
+//!
+//! ```
+//! use http::{Request, Response};
+//! use opentelemetry::metrics::MeterProvider as _;
+//! use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//! use tower_metrics_layer::MetricsLayer;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let exporter = InMemoryMetricExporter::default();
+//! let provider = SdkMeterProvider::builder()
+//!     .with_reader(PeriodicReader::builder(exporter.clone()).build())
+//!     .build();
+//! let meter = provider.meter("my-app");
+//!
+//! let svc = ServiceBuilder::new()
+//!     .layer(MetricsLayer::http_server(&meter).route_fn(|req| match req.uri().path() {
+//!         "/health" => Some("/health"),
+//!         p if p.starts_with("/users/") => Some("/users/{id}"),
+//!         _ => None, // unknown routes get no `http.route`, never the raw path
+//!     }))
+//!     .service(service_fn(|_req: Request<String>| async {
+//!         Ok::<_, std::convert::Infallible>(Response::new(String::from("hi")))
+//!     }));
+//!
+//! let res = svc.oneshot(Request::get("/users/42").body(String::new())?).await?;
+//! assert_eq!(res.status(), 200);
+//!
+//! provider.force_flush()?;
+//! let metrics = exporter.get_finished_metrics()?;
+//! let names: Vec<String> = metrics
+//!     .iter()
+//!     .flat_map(|rm| rm.scope_metrics())
+//!     .flat_map(|sm| sm.metrics())
+//!     .map(|m| m.name().to_owned())
+//!     .collect();
+//! assert!(names.iter().any(|n| n == "http.server.request.duration"));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Opt-in extras: [`MetricsLayer::active_requests`] (released when the response
+//! body ends or is dropped, or the request future is dropped), response body sizes
+//! ([`MetricsLayer::body_size`]) and request body sizes
+//! ([`MetricsLayer::request_body_size`]), both counted from the bytes streamed.
+//! [`MetricsLayer::grpc_server`] and [`MetricsLayer::grpc_client`] record the RPC
+//! conventions, [`GenericMetricsLayer`] any `Service<Req>`.
+//!
+//! # Cardinality
+//!
+//! No raw path, id or free-form value becomes a label by default:
+//!
+//! - `http.route` comes from axum's `MatchedPath` (feature `axum`) or
+//!   [`MetricsLayer::route_fn`]; when unknown it is omitted. Distinct routes are
+//!   capped ([`MetricsLayer::max_targets`]).
+//! - unknown methods become `_OTHER`.
+//! - extra labels such as a tenant go through a [`LabelGuard`] (allowlist and/or
+//!   first-N-seen cap, default 20); other values become `other`.
+//! - values refused by a cap are counted in `tower.metrics.cardinality.overflow`.
+//!
+//! # Cost
+//!
+//! Per request, the layer reduces method, scheme, version, route and label to small
+//! integers and looks up a cached series holding the prepared attribute list; no
+//! `String` or `Vec` is built once a series has been seen. With the
+//! `bound-instruments` feature, the cache holds OpenTelemetry bound instruments,
+//! which skip the SDK's attribute lookup altogether.
+//!
+//! # Features
+//!
+//! - `axum`: read `http.route` from `axum::extract::MatchedPath`.
+//! - `prometheus`: [`prometheus::PrometheusMetrics`] builds an SDK meter provider
+//!   with the Prometheus exporter and serves `/metrics`.
+//! - `deadline`: name `tower_deadline` errors in `error.type` (`timeout`, `connect_timeout`).
+//! - `bound-instruments`: use OpenTelemetry's experimental bound instruments (enables
+//!   the feature of the same name in both `opentelemetry` and `opentelemetry_sdk`).
+//!
+//! [tower]: https://docs.rs/tower
+#![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod attributes;
+mod body;
+mod buckets;
+mod error_type;
+mod future;
+mod generic;
+mod grpc;
+mod hash;
+mod head;
+mod intern;
+mod label_guard;
+mod layer;
+pub mod request_body;
+mod series;
+mod service;
+mod shared;
+mod table;
+
+#[cfg(feature = "prometheus")]
+pub mod prometheus;
+
+// Compiles the README's quick start as a doctest.
+#[cfg(all(doctest, feature = "axum", feature = "prometheus"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
+pub use body::MeteredBody;
+pub use buckets::{DEFAULT_DURATION_BOUNDARIES, LONG_DURATION_BOUNDARIES};
+pub use future::ResponseFuture;
+pub use generic::{
+    GenericMetricsLayer, GenericMetricsService, GenericResponseFuture, MAX_GENERIC_LABELS,
+};
+pub use head::RequestHead;
+pub use label_guard::{DEFAULT_MAX_DISTINCT, LabelGuard, MAX_VALUE_LEN, OTHER};
+pub use layer::{DEFAULT_MAX_SERIES, DEFAULT_MAX_TARGETS, MetricsLayer};
+pub use service::MetricsService;
