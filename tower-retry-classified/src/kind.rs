@@ -1,0 +1,178 @@
+//! How a request is kept for retries: HTTP requests (head cloned, body replayed) or any `Clone`
+//! request.
+
+use std::time::Duration;
+
+use http_body::Body;
+use tokio::time::Instant;
+
+use crate::metrics::SkipReason;
+use crate::replay::{Refusal, ReplayBody};
+
+/// Marker for HTTP retries: requests are `http::Request<B>` for any body `B`, the inner service
+/// receives `http::Request<ReplayBody<B>>`, idempotency rules apply, and responses carry
+/// [`Attempts`](crate::Attempts).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Http;
+
+/// Marker for generic retries of any `Clone` request, classified by a user classifier.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Generic;
+
+/// What the retry logic needs to know about a request, taken once at call time.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug)]
+pub struct Facts {
+    pub(crate) idempotent: bool,
+    pub(crate) deadline: Option<Instant>,
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::Http {}
+    impl Sealed for super::Generic {}
+}
+
+/// How a kind of request is prepared for, and re-issued on, retries. Implemented by [`Http`]
+/// and [`Generic`] only.
+pub trait RequestKind<Req>: sealed::Sealed {
+    /// What the inner service receives.
+    type Attempt;
+    /// What is kept to build later attempts.
+    type Saved;
+
+    #[doc(hidden)]
+    fn split(
+        req: Req,
+        retry_any_method: bool,
+        replay_cap: usize,
+    ) -> (Self::Attempt, Self::Saved, Facts);
+
+    #[doc(hidden)]
+    fn replay(saved: &Self::Saved) -> Result<Self::Attempt, SkipReason>;
+}
+
+/// How a kind of response records the attempt count. Implemented by [`Http`] and [`Generic`].
+pub trait ResponseKind<Res>: sealed::Sealed {
+    #[doc(hidden)]
+    fn annotate(response: &mut Res, attempts: u32);
+}
+
+/// The saved head and body of an HTTP request.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct SavedHttp<B> {
+    parts: http::request::Parts,
+    body: Result<ReplayBody<B>, Refusal>,
+}
+
+const IDEMPOTENCY_KEY: http::HeaderName = http::HeaderName::from_static("idempotency-key");
+
+fn is_idempotent(method: &http::Method) -> bool {
+    use http::Method;
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+impl<B> RequestKind<http::Request<B>> for Http
+where
+    B: Body,
+{
+    type Attempt = http::Request<ReplayBody<B>>;
+    type Saved = SavedHttp<B>;
+
+    fn split(
+        req: http::Request<B>,
+        retry_any_method: bool,
+        replay_cap: usize,
+    ) -> (Self::Attempt, Self::Saved, Facts) {
+        let (parts, body) = req.into_parts();
+        let idempotent = retry_any_method
+            || is_idempotent(&parts.method)
+            || parts.headers.contains_key(IDEMPOTENCY_KEY);
+        let deadline = http_deadline(&parts.extensions);
+        let body = ReplayBody::new(body, replay_cap);
+        let saved = SavedHttp {
+            parts: parts.clone(),
+            body: body.replay(),
+        };
+        (
+            http::Request::from_parts(parts, body),
+            saved,
+            Facts {
+                idempotent,
+                deadline,
+            },
+        )
+    }
+
+    fn replay(saved: &Self::Saved) -> Result<Self::Attempt, SkipReason> {
+        let body = match &saved.body {
+            Ok(body) => body.replay(),
+            Err(refusal) => Err(*refusal),
+        };
+        match body {
+            Ok(body) => Ok(http::Request::from_parts(saved.parts.clone(), body)),
+            Err(Refusal::TooLarge) => Err(SkipReason::BodyTooLarge),
+            Err(Refusal::Failed) => Err(SkipReason::BodyError),
+        }
+    }
+}
+
+impl<B> ResponseKind<http::Response<B>> for Http {
+    fn annotate(response: &mut http::Response<B>, attempts: u32) {
+        // Only retried responses get the extension: inserting one allocates, and the success
+        // path should not. `Attempts::of` reads absence as 1.
+        if attempts > 1 {
+            response.extensions_mut().insert(crate::Attempts(attempts));
+        }
+    }
+}
+
+impl<Req: Clone> RequestKind<Req> for Generic {
+    type Attempt = Req;
+    type Saved = Req;
+
+    fn split(req: Req, _: bool, _: usize) -> (Req, Req, Facts) {
+        let facts = Facts {
+            idempotent: true,
+            deadline: task_deadline(),
+        };
+        (req.clone(), req, facts)
+    }
+
+    fn replay(saved: &Req) -> Result<Req, SkipReason> {
+        Ok(saved.clone())
+    }
+}
+
+impl<Res> ResponseKind<Res> for Generic {
+    fn annotate(_: &mut Res, _: u32) {}
+}
+
+#[cfg(feature = "deadline")]
+fn http_deadline(extensions: &http::Extensions) -> Option<Instant> {
+    tower_deadline::Deadline::effective(extensions).map(|d| d.instant())
+}
+
+#[cfg(not(feature = "deadline"))]
+fn http_deadline(_: &http::Extensions) -> Option<Instant> {
+    None
+}
+
+#[cfg(feature = "deadline")]
+fn task_deadline() -> Option<Instant> {
+    tower_deadline::Deadline::current().map(|d| d.instant())
+}
+
+#[cfg(not(feature = "deadline"))]
+fn task_deadline() -> Option<Instant> {
+    None
+}
+
+/// Time left until `deadline`, zero once passed.
+pub(crate) fn left(deadline: Instant, now: Instant) -> Duration {
+    deadline.saturating_duration_since(now)
+}

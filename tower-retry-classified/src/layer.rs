@@ -1,0 +1,234 @@
+//! [`RetryLayer`]: the builder and tower `Layer`.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use opentelemetry::metrics::Meter;
+use tower_layer::Layer;
+
+use crate::backoff::Backoff;
+use crate::budget::RetryBudget;
+use crate::classify::HttpClassifier;
+use crate::error::ConfigError;
+use crate::kind::{Generic, Http};
+use crate::metrics::Instruments;
+use crate::service::Retry;
+
+/// Default total retry time.
+pub const DEFAULT_MAX_TOTAL: Duration = Duration::from_secs(30);
+/// Default maximum for a server's retry hint.
+pub const DEFAULT_MAX_HINT: Duration = Duration::from_secs(300);
+/// Default replay buffer for request bodies.
+pub const DEFAULT_REPLAY_CAP: usize = 64 * 1024;
+/// Default number of retries after the first attempt.
+pub const DEFAULT_MAX_RETRIES: u32 = 4;
+
+/// Everything a [`Retry`] service consults; shared by its clones through an `Arc`.
+#[derive(Clone, Debug)]
+pub(crate) struct Config<C> {
+    pub(crate) classifier: C,
+    pub(crate) backoff: Backoff,
+    pub(crate) max_retries: u32,
+    pub(crate) max_total: Duration,
+    pub(crate) attempt_timeout: Option<Duration>,
+    pub(crate) max_hint: Duration,
+    pub(crate) budget: Option<RetryBudget>,
+    pub(crate) retry_any_method: bool,
+    pub(crate) replay_cap: usize,
+    pub(crate) instruments: Instruments,
+}
+
+/// Applies classified, budgeted, deadline-aware retries to a service.
+///
+/// - [`RetryLayer::http`]: HTTP and gRPC over HTTP, with the built-in [`HttpClassifier`],
+///   idempotency rules and body replay.
+/// - [`RetryLayer::new`]: any `Clone` request, with your classifier.
+///
+/// Defaults: at most 4 retries, exponential backoff 100/200/400/800 ms with full jitter, 30 s
+/// total, server hints clamped to 300 s, a retry budget of 20% of requests over 10 s plus 10
+/// retries/s, bodies buffered up to 64 KiB, the global meter `tower-retry-classified`.
+///
+/// All services made by one layer (and their clones) share one retry budget.
+#[derive(Clone, Debug)]
+pub struct RetryLayer<C = HttpClassifier, K = Http> {
+    config: Config<C>,
+    _kind: PhantomData<fn() -> K>,
+}
+
+impl RetryLayer<HttpClassifier, Http> {
+    /// HTTP retries with the defaults and the built-in [`HttpClassifier`].
+    pub fn http() -> Self {
+        Self::with(HttpClassifier::new())
+    }
+}
+
+impl<C> RetryLayer<C, Generic> {
+    /// Retries of any `Clone` request, classified by `classifier` (a
+    /// [`Classify`](crate::Classify) implementation or a closure
+    /// `Fn(Result<&Res, &BoxError>) -> Classification`). Idempotency rules do not apply; the
+    /// task-local deadline (feature `deadline`) does.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// use tower::{BoxError, ServiceExt};
+    /// use tower_retry_classified::{Classification, Reason, RetryLayer};
+    /// use tower_layer::Layer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// // A worker calling a flaky queue: `Busy` is worth retrying, anything else is not.
+    /// #[derive(Debug)]
+    /// struct Busy;
+    /// impl std::fmt::Display for Busy {
+    ///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str("busy") }
+    /// }
+    /// impl std::error::Error for Busy {}
+    ///
+    /// let classify = |outcome: Result<&u64, &BoxError>| match outcome {
+    ///     Ok(_) => Classification::Success,
+    ///     Err(e) if e.is::<Busy>() => Classification::retryable(Reason::new("busy")),
+    ///     Err(e) => Classification::of_error(&**e),
+    /// };
+    /// let busy_once = Arc::new(AtomicBool::new(true));
+    /// let queue = tower::service_fn(move |job: u64| {
+    ///     let busy = busy_once.swap(false, Ordering::SeqCst);
+    ///     async move { if busy { Err::<u64, BoxError>(Busy.into()) } else { Ok(job * 2) } }
+    /// });
+    /// let svc = RetryLayer::new(classify).max_retries(2).layer(queue);
+    /// assert_eq!(svc.oneshot(21).await.unwrap(), 42);
+    /// # }
+    /// ```
+    pub fn new(classifier: C) -> Self {
+        Self::with(classifier)
+    }
+}
+
+impl<C, K> RetryLayer<C, K> {
+    fn with(classifier: C) -> Self {
+        Self {
+            config: Config {
+                classifier,
+                backoff: Backoff::default(),
+                max_retries: DEFAULT_MAX_RETRIES,
+                max_total: DEFAULT_MAX_TOTAL,
+                attempt_timeout: None,
+                max_hint: DEFAULT_MAX_HINT,
+                budget: Some(RetryBudget::default()),
+                retry_any_method: false,
+                replay_cap: DEFAULT_REPLAY_CAP,
+                instruments: Instruments::new(&opentelemetry::global::meter(
+                    "tower-retry-classified",
+                )),
+            },
+            _kind: PhantomData,
+        }
+    }
+
+    /// Replaces the classifier.
+    pub fn classifier<C2>(self, classifier: C2) -> RetryLayer<C2, K> {
+        let c = self.config;
+        RetryLayer {
+            config: Config {
+                classifier,
+                backoff: c.backoff,
+                max_retries: c.max_retries,
+                max_total: c.max_total,
+                attempt_timeout: c.attempt_timeout,
+                max_hint: c.max_hint,
+                budget: c.budget,
+                retry_any_method: c.retry_any_method,
+                replay_cap: c.replay_cap,
+                instruments: c.instruments,
+            },
+            _kind: PhantomData,
+        }
+    }
+
+    /// Retries after the first attempt (default 4; 0 disables retrying).
+    pub fn max_retries(mut self, retries: u32) -> Self {
+        self.config.max_retries = retries;
+        self
+    }
+
+    /// The backoff between attempts.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.config.backoff = backoff;
+        self
+    }
+
+    /// Total time, from the call, after which no retry starts (default 30 s). A per-attempt
+    /// timeout longer than this is clamped to it.
+    pub fn max_total_time(mut self, total: Duration) -> Self {
+        self.config.max_total = total;
+        self
+    }
+
+    /// Cuts each attempt after `timeout` (an [`AttemptTimeout`](crate::AttemptTimeout) error,
+    /// retryable). Rejected unless non-zero and below the total retry time set so far.
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Result<Self, ConfigError> {
+        if timeout.is_zero() || timeout >= self.config.max_total {
+            return Err(ConfigError::AttemptTimeout {
+                attempt: timeout,
+                total: self.config.max_total,
+            });
+        }
+        self.config.attempt_timeout = Some(timeout);
+        Ok(self)
+    }
+
+    /// The longest server hint (`Retry-After`, `grpc-retry-pushback-ms`) honoured; longer hints
+    /// are clamped to it (default 300 s).
+    pub fn max_retry_after(mut self, max: Duration) -> Self {
+        self.config.max_hint = max;
+        self
+    }
+
+    /// Uses `budget` (which may be shared with other layers).
+    pub fn budget(mut self, budget: RetryBudget) -> Self {
+        self.config.budget = Some(budget);
+        self
+    }
+
+    /// Disables the retry budget.
+    pub fn no_budget(mut self) -> Self {
+        self.config.budget = None;
+        self
+    }
+
+    /// Records metrics on `meter` instead of the global meter. (The global meter is taken when
+    /// the layer is built: install a global provider before that, or pass a meter here.)
+    pub fn meter(mut self, meter: &Meter) -> Self {
+        self.config.instruments = Instruments::new(meter);
+        self
+    }
+}
+
+impl<C> RetryLayer<C, Http> {
+    /// Retries every method on any retryable failure, not only idempotent ones or those with
+    /// `Idempotency-Key` (default false). Failures that prove the request was not processed
+    /// are retried for every method regardless.
+    pub fn retry_any_method(mut self, yes: bool) -> Self {
+        self.config.retry_any_method = yes;
+        self
+    }
+
+    /// How many request body bytes are kept for replay (default 64 KiB). Larger bodies are sent
+    /// once and not retried.
+    pub fn max_replay_body(mut self, bytes: usize) -> Self {
+        self.config.replay_cap = bytes;
+        self
+    }
+}
+
+impl<S, C: Clone, K> Layer<S> for RetryLayer<C, K> {
+    type Service = Retry<S, C, K>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        // Clones share the budget, instruments and seeded generator (all `Arc`s inside).
+        let replicas = (0..crate::budget::SHARDS)
+            .map(|_| Arc::new(self.config.clone()))
+            .collect();
+        Retry::from_config(inner, replicas)
+    }
+}

@@ -1,0 +1,132 @@
+//! Tower retry middleware that only retries when a retry can help.
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use std::sync::Arc;
+//! use std::sync::atomic::{AtomicU32, Ordering};
+//!
+//! use bytes::Bytes;
+//! use http::{Request, Response, StatusCode};
+//! use http_body_util::{BodyExt, Full};
+//! use tower::{Service, ServiceBuilder, ServiceExt};
+//! use tower_retry_classified::{Attempts, ReplayBody, RetryLayer};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), tower::BoxError> {
+//! // An upstream that is unavailable twice, then answers.
+//! let calls = Arc::new(AtomicU32::new(0));
+//! let upstream = tower::service_fn({
+//!     let calls = calls.clone();
+//!     move |req: Request<ReplayBody<Full<Bytes>>>| {
+//!         let n = calls.fetch_add(1, Ordering::SeqCst);
+//!         async move {
+//!             let body = req.into_body().collect().await?.to_bytes();
+//!             let status = if n < 2 { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+//!             Ok::<_, tower::BoxError>(Response::builder().status(status).body(body).unwrap())
+//!         }
+//!     }
+//! });
+//!
+//! let mut client = ServiceBuilder::new()
+//!     .layer(RetryLayer::http()) // 4 retries, 100/200/400/800 ms full jitter, 30 s cap
+//!     .service(upstream);
+//!
+//! let request = Request::post("http://upstream/orders")
+//!     .header("idempotency-key", "order-42") // POST is retried only with a key
+//!     .body(Full::new(Bytes::from_static(b"{\"qty\":1}")))?;
+//! let response = client.ready().await?.call(request).await?;
+//!
+//! assert_eq!(response.status(), StatusCode::OK);
+//! assert_eq!(Attempts::of(&response), 3);
+//! assert_eq!(response.into_body(), "{\"qty\":1}"); // the body was replayed byte for byte
+//! # Ok(()) }
+//! ```
+//!
+//! # What is retried
+//!
+//! Every attempt's outcome is [classified](Classification) as a success, a retryable failure
+//! or a permanent one, with a named [`Reason`]. The built-in [`HttpClassifier`] retries 408,
+//! 429, 500, 502, 503, 504, gRPC UNAVAILABLE and transport failures (connection refused, reset
+//! or aborted, broken pipe, unexpected EOF, connect errors, HTTP/2 REFUSED_STREAM); other 4xx,
+//! 501, 505 and `tower_deadline::DeadlineExceeded` are never retried. A closure can replace
+//! it ([`RetryLayer::classifier`]) or refine it ([`HttpClassifier::refine`]).
+//!
+//! A retryable failure is retried only if all of these hold, checked in this order; otherwise
+//! the caller gets that failure itself (the upstream's response or error, never an error of
+//! this crate), and `tower.retry.skipped` counts why:
+//!
+//! 1. the request is idempotent (GET, HEAD, OPTIONS, PUT, DELETE, TRACE) or carries
+//!    `Idempotency-Key`, or the failure proves it was not processed (connect errors,
+//!    REFUSED_STREAM) — `non_idempotent`;
+//! 2. retries are left (default 4) — `max_retries`;
+//! 3. the delay (the server's `Retry-After` / `grpc-retry-pushback-ms`, clamped to 300 s, else
+//!    the [`Backoff`]) ends before the total retry time (default 30 s) — `total_cap` — and
+//!    before the request's deadline (feature `deadline`) — `deadline`;
+//! 4. the body can be replayed (at most 64 KiB buffered, see [`ReplayBody`]) —
+//!    `body_too_large`;
+//! 5. the shared [`RetryBudget`] allows it (20% of requests over 10 s plus 10/s) — `budget`.
+//!
+//! Retry decisions are made on response heads only: once a response is handed to the caller
+//! its body streams straight through and is never restarted.
+//!
+//! # Metrics
+//!
+//! On the meter given to [`RetryLayer::meter`] (default: the global meter
+//! `tower-retry-classified`): `tower.retry.attempts` (counter; `outcome`, `reason`),
+//! `tower.retry.skipped` (counter; `reason`) and `tower.retry.backoff` (histogram, seconds).
+//!
+//! # Features
+//!
+//! - `hyper-util` (default): recognise hyper-util connect errors and hyper's canceled and
+//!   incomplete-message errors.
+//! - `h2`: recognise HTTP/2 REFUSED_STREAM.
+//! - `deadline`: consult `tower_deadline::Deadline::effective` and classify its errors.
+#![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod backoff;
+mod budget;
+mod classify;
+mod error;
+mod future;
+mod hint;
+mod kind;
+mod layer;
+mod metrics;
+mod replay;
+mod service;
+
+pub use backoff::{Backoff, Jitter};
+pub use budget::RetryBudget;
+pub use classify::{Classification, Classify, HttpClassifier, Reason, Refine};
+pub use error::{AttemptTimeout, ConfigError, ReplayError};
+pub use future::ResponseFuture;
+pub use kind::{Facts, Generic, Http, RequestKind, ResponseKind};
+pub use layer::{
+    DEFAULT_MAX_HINT, DEFAULT_MAX_RETRIES, DEFAULT_MAX_TOTAL, DEFAULT_REPLAY_CAP, RetryLayer,
+};
+pub use metrics::SkipReason;
+pub use replay::ReplayBody;
+pub use service::Retry;
+
+// The README's examples compile as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
+/// The boxed error type of the retry service: the inner service's error, boxed.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How many attempts produced an HTTP response, in its extensions when it was retried.
+///
+/// Responses that took one attempt carry no extension (inserting one would allocate on every
+/// call); use [`Attempts::of`], which reads that as 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Attempts(pub u32);
+
+impl Attempts {
+    /// The attempt count of a response that went through the retry layer.
+    pub fn of<B>(response: &http::Response<B>) -> u32 {
+        response.extensions().get::<Attempts>().map_or(1, |a| a.0)
+    }
+}

@@ -1,0 +1,101 @@
+//! OpenTelemetry instruments: `tower.retry.attempts`, `tower.retry.skipped`, `tower.retry.backoff`.
+//!
+//! Recorded through the OpenTelemetry API only, so they cost next to nothing when no SDK is
+//! installed. Attribute values are static strings (no allocation per recording).
+
+use std::time::Duration;
+
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Histogram, Meter};
+
+use crate::classify::Reason;
+
+/// Why a retry was not attempted: the `reason` attribute of `tower.retry.skipped`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SkipReason {
+    /// The failure was classified permanent.
+    Permanent,
+    /// The retry budget was exhausted.
+    Budget,
+    /// The next attempt would start past the request's deadline.
+    Deadline,
+    /// The next attempt would start past the total retry time.
+    TotalCap,
+    /// A response-level failure of a non-idempotent request without `Idempotency-Key`.
+    NonIdempotent,
+    /// The body was larger than the replay buffer.
+    BodyTooLarge,
+    /// The body failed while being read, so it cannot be sent again.
+    BodyError,
+    /// All retries were used.
+    MaxRetries,
+}
+
+impl SkipReason {
+    /// The stable attribute value.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SkipReason::Permanent => "permanent",
+            SkipReason::Budget => "budget",
+            SkipReason::Deadline => "deadline",
+            SkipReason::TotalCap => "total_cap",
+            SkipReason::NonIdempotent => "non_idempotent",
+            SkipReason::BodyTooLarge => "body_too_large",
+            SkipReason::BodyError => "body_error",
+            SkipReason::MaxRetries => "max_retries",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Instruments {
+    attempts: Counter<u64>,
+    skipped: Counter<u64>,
+    backoff: Histogram<f64>,
+}
+
+impl Instruments {
+    pub(crate) fn new(meter: &Meter) -> Self {
+        Self {
+            attempts: meter
+                .u64_counter("tower.retry.attempts")
+                .with_description("Attempts sent to the inner service, by outcome and reason")
+                .with_unit("{attempt}")
+                .build(),
+            skipped: meter
+                .u64_counter("tower.retry.skipped")
+                .with_description("Failed attempts that were not retried, by reason")
+                .with_unit("{retry}")
+                .build(),
+            backoff: meter
+                .f64_histogram("tower.retry.backoff")
+                .with_description("Delay slept before a retry")
+                .with_unit("s")
+                .with_boundaries(vec![
+                    0.0, 0.01, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 2.0, 5.0, 10.0, 30.0,
+                ])
+                .build(),
+        }
+    }
+
+    pub(crate) fn attempt(&self, success: bool, reason: Reason) {
+        let outcome = if success { "success" } else { "failure" };
+        self.attempts.add(
+            1,
+            &[
+                KeyValue::new("outcome", outcome),
+                KeyValue::new("reason", reason.as_str()),
+            ],
+        );
+    }
+
+    pub(crate) fn skipped(&self, reason: SkipReason) {
+        self.skipped
+            .add(1, &[KeyValue::new("reason", reason.as_str())]);
+    }
+
+    pub(crate) fn backoff(&self, delay: Duration) {
+        self.backoff.record(delay.as_secs_f64(), &[]);
+    }
+}

@@ -1,0 +1,252 @@
+//! A real hyper upstream on 127.0.0.1 that answers from a script, a hyper-util client, a
+//! streamed body and an in-memory OpenTelemetry meter.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use opentelemetry::metrics::MeterProvider;
+use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
+use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tower_retry_classified::ReplayBody;
+
+/// One scripted answer.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+pub fn status(status: u16) -> Reply {
+    Reply {
+        status,
+        headers: Vec::new(),
+    }
+}
+
+impl Reply {
+    pub fn header(mut self, name: &'static str, value: &str) -> Self {
+        self.headers.push((name, value.to_owned()));
+        self
+    }
+}
+
+/// What the upstream saw of one request.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: http::Method,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+    pub at: Instant,
+}
+
+#[derive(Clone)]
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Upstream {
+    /// Serves `script` (the last reply repeats) on a fresh port.
+    pub async fn start(script: Vec<Reply>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(listener, script)
+    }
+
+    /// Serves `script` on `listener`.
+    pub fn serve(listener: TcpListener, script: Vec<Reply>) -> Self {
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let script = Arc::new(script);
+        let state = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let seen = state.clone();
+                let script = script.clone();
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let seen = seen.clone();
+                    let script = script.clone();
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let body = body
+                            .collect()
+                            .await
+                            .map(|c| c.to_bytes())
+                            .unwrap_or_default();
+                        let n = {
+                            let mut seen = seen.lock().unwrap();
+                            seen.push(Seen {
+                                method: parts.method,
+                                headers: parts.headers,
+                                body,
+                                at: Instant::now(),
+                            });
+                            seen.len() - 1
+                        };
+                        let reply = script.get(n).or(script.last()).unwrap().clone();
+                        let mut resp = Response::builder().status(reply.status);
+                        for (k, v) in reply.headers {
+                            resp = resp.header(k, v);
+                        }
+                        Ok::<_, Infallible>(
+                            resp.body(Full::new(Bytes::from(format!("reply {n}"))))
+                                .unwrap(),
+                        )
+                    }
+                });
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Self { addr, seen }
+    }
+
+    pub fn calls(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn uri(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+}
+
+pub type HttpClient<B> = Client<HttpConnector, ReplayBody<B>>;
+
+/// A hyper-util client that keeps no timers of its own, so paused-clock tests measure only ours.
+pub fn client<B>() -> HttpClient<B>
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<tower::BoxError>,
+{
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(None)
+        .build_http()
+}
+
+/// A body that yields its chunks one by one with no size hint (sent chunked).
+pub struct Chunked {
+    chunks: VecDeque<Bytes>,
+}
+
+impl Chunked {
+    pub fn new(total: usize, chunk: usize) -> (Self, Bytes) {
+        let all: Vec<u8> = (0..total).map(|i| (i % 251) as u8).collect();
+        let all = Bytes::from(all);
+        let chunks = (0..total)
+            .step_by(chunk)
+            .map(|s| all.slice(s..(s + chunk).min(total)))
+            .collect();
+        (Self { chunks }, all)
+    }
+}
+
+impl Body for Chunked {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.chunks.pop_front().map(|c| Ok(Frame::data(c))))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::new()
+    }
+}
+
+/// An OpenTelemetry SDK meter whose sums can be read back.
+pub struct TestMeter {
+    pub provider: SdkMeterProvider,
+    exporter: InMemoryMetricExporter,
+}
+
+impl TestMeter {
+    pub fn new() -> Self {
+        let exporter = InMemoryMetricExporter::default();
+        let provider = SdkMeterProvider::builder()
+            .with_reader(PeriodicReader::builder(exporter.clone()).build())
+            .build();
+        Self { provider, exporter }
+    }
+
+    pub fn meter(&self) -> opentelemetry::metrics::Meter {
+        self.provider.meter("test")
+    }
+
+    /// Sum of counter `name` over data points whose attributes include all of `attrs`.
+    pub fn sum(&self, name: &str, attrs: &[(&str, &str)]) -> u64 {
+        self.provider.force_flush().unwrap();
+        let metrics = self.exporter.get_finished_metrics().unwrap();
+        let Some(last) = metrics.last() else { return 0 };
+        let mut total = 0;
+        for scope in last.scope_metrics() {
+            for metric in scope.metrics() {
+                if metric.name() != name {
+                    continue;
+                }
+                if let AggregatedMetrics::U64(MetricData::Sum(sum)) = metric.data() {
+                    for point in sum.data_points() {
+                        let matches = attrs.iter().all(|(k, v)| {
+                            point
+                                .attributes()
+                                .any(|kv| kv.key.as_str() == *k && kv.value.as_str() == *v)
+                        });
+                        if matches {
+                            total += point.value();
+                        }
+                    }
+                }
+            }
+        }
+        total
+    }
+
+    /// Number of recordings of histogram `name`.
+    pub fn histogram_count(&self, name: &str) -> u64 {
+        self.provider.force_flush().unwrap();
+        let metrics = self.exporter.get_finished_metrics().unwrap();
+        let Some(last) = metrics.last() else { return 0 };
+        let mut total = 0;
+        for scope in last.scope_metrics() {
+            for metric in scope.metrics() {
+                if metric.name() == name {
+                    if let AggregatedMetrics::F64(MetricData::Histogram(h)) = metric.data() {
+                        total += h.data_points().map(|p| p.count()).sum::<u64>();
+                    }
+                }
+            }
+        }
+        total
+    }
+}
+
+pub fn is_status(resp: &Response<Incoming>, code: u16) -> bool {
+    resp.status() == StatusCode::from_u16(code).unwrap()
+}
