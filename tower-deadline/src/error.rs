@@ -108,7 +108,8 @@ pub struct ConnectTimeout {
 }
 
 impl ConnectTimeout {
-    pub(crate) fn new(budget: Duration) -> Self {
+    /// A new error; connectors of other crates build it for their own connect budgets.
+    pub fn new(budget: Duration) -> Self {
         Self { budget }
     }
 

@@ -600,6 +600,17 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "deadline")]
+    #[test]
+    fn connect_timeout_is_retryable_and_proves_not_processed() {
+        let e = Wrap(Box::new(tower_deadline::ConnectTimeout::new(
+            std::time::Duration::from_secs(5),
+        )));
+        let c = Classification::of_error(&e);
+        assert_eq!(c, Classification::retryable(Reason::CONNECT_TIMEOUT));
+        assert!(c.reason().is_not_processed());
+    }
+
     #[cfg(feature = "h2")]
     #[test]
     fn refused_stream_proves_not_processed() {
