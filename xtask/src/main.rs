@@ -8,12 +8,14 @@ use std::time::Instant;
 
 mod bench;
 mod ci;
+mod demo;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci::run(&args[1..]),
         Some("package") => ci::package(),
+        Some("demo") => demo::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("help") | Some("--help") | Some("-h") | None => {
             print_help();
@@ -34,6 +36,7 @@ fn print_help() {
     println!(
         "cargo xtask <command>\n\n\
          ci        fmt, clippy, tests (doctests included), docs and packaging; stops at the first failure\n\
+         demo      the example gateway under load, summarised from its /metrics (--duration SECS, --no-wait, --release)\n\
          bench     whole-system benchmark + criterion; --quick for CI's smoke run\n\
          package   cargo package for every publishable crate\n"
     );

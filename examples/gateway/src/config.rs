@@ -1,0 +1,522 @@
+//! Settings: every one an environment variable and the same-named CLI flag.
+//!
+//! clap reads the raw strings (so `--help` lists every variable with its default); this module
+//! validates them into [`Settings`], turning any bad value into a one-line [`ConfigError`] that
+//! names the setting. `main` prints it and exits with code 2.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use http::Uri;
+
+/// The command line, as clap sees it: raw strings, validated by [`Settings::from_args`].
+#[derive(Parser, Debug)]
+#[command(
+    name = "gateway",
+    version,
+    about = "An HTTP API gateway routing /v1/* to upstream providers through the tower-reliability layers.",
+    long_about = None,
+)]
+pub struct Args {
+    /// Address to listen on; port 0 picks a free port (printed as `listening on http://ADDR`).
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        env = "GATEWAY_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub listen: String,
+
+    /// Upstream providers, `name=url,...` (http only). Unset: an embedded demo provider.
+    #[arg(long, allow_hyphen_values = true, env = "GATEWAY_UPSTREAMS")]
+    pub upstreams: Option<String>,
+
+    /// `round_robin`, or `failover` (first healthy provider in order).
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        env = "GATEWAY_ROUTING",
+        default_value = "round_robin"
+    )]
+    pub routing: String,
+
+    /// Requests proxied at once (the queue's concurrency).
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        env = "GATEWAY_MAX_CONCURRENCY",
+        default_value = "64"
+    )]
+    pub max_concurrency: String,
+
+    /// Requests that may wait for a slot; beyond it, 503 at once.
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        env = "GATEWAY_QUEUE_CAPACITY",
+        default_value = "1000"
+    )]
+    pub queue_capacity: String,
+
+    /// The server's cap on every request's deadline, in milliseconds.
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        env = "GATEWAY_TIMEOUT_MS",
+        default_value = "30000"
+    )]
+    pub timeout_ms: String,
+
+    /// Budget for connecting to an upstream, in milliseconds.
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        env = "GATEWAY_CONNECT_TIMEOUT_MS",
+        default_value = "5000"
+    )]
+    pub connect_timeout_ms: String,
+
+    /// Retries after the first attempt.
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        env = "GATEWAY_RETRY_MAX",
+        default_value = "4"
+    )]
+    pub retry_max: String,
+
+    /// Base of the exponential backoff, in milliseconds (full jitter).
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        env = "GATEWAY_RETRY_BASE_MS",
+        default_value = "100"
+    )]
+    pub retry_base_ms: String,
+
+    /// Embedded demo provider: base latency in milliseconds (5% of calls take 20 times longer).
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        env = "GATEWAY_DEMO_LATENCY_MS",
+        default_value = "20"
+    )]
+    pub demo_latency_ms: String,
+
+    /// Embedded demo provider: share of calls answered 503, from 0 to 1.
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        env = "GATEWAY_DEMO_FAILURE_RATE",
+        default_value = "0.2"
+    )]
+    pub demo_failure_rate: String,
+
+    /// Classified retries on upstream calls (true/1/yes, false/0/no).
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        env = "CP2_ADVANCED_RETRY_ENABLED",
+        default_value = "false"
+    )]
+    pub cp2_advanced_retry_enabled: String,
+
+    /// Deadlines: read, cap, enforce and propagate (true/1/yes, false/0/no).
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        env = "CP2_COMPLETE_TIMEOUT_ENABLED",
+        default_value = "false"
+    )]
+    pub cp2_complete_timeout_enabled: String,
+
+    /// Bounded queue with admission control (true/1/yes, false/0/no).
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        env = "CP2_QUEUE_MANAGEMENT_ENABLED",
+        default_value = "false"
+    )]
+    pub cp2_queue_management_enabled: String,
+
+    /// Request metrics and GET /metrics (true/1/yes, false/0/no).
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        env = "CP2_OBSERVABILITY_METRICS_ENABLED",
+        default_value = "false"
+    )]
+    pub cp2_observability_metrics_enabled: String,
+
+    /// Tenants (from `x-tenant-id`) allowed as the `tenant` label; others become `other`.
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        env = "METRICS_TENANT_LABEL_ALLOWLIST",
+        default_value = ""
+    )]
+    pub metrics_tenant_label_allowlist: String,
+}
+
+/// How the router picks a provider.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Routing {
+    /// Each provider in turn, skipping those that keep failing.
+    RoundRobin,
+    /// The first healthy provider in the configured order.
+    Failover,
+}
+
+/// One upstream provider.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upstream {
+    pub name: String,
+    /// `http://host:port` plus an optional path prefix without trailing slash.
+    pub base: String,
+}
+
+/// The four feature flags of the product brief.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flags {
+    pub retry: bool,
+    pub timeout: bool,
+    pub queue: bool,
+    pub metrics: bool,
+}
+
+/// The embedded demo provider's behaviour.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Demo {
+    pub latency: Duration,
+    pub failure_rate: f64,
+}
+
+/// Validated settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    /// `None`: start the embedded demo provider.
+    pub upstreams: Option<Vec<Upstream>>,
+    pub routing: Routing,
+    pub max_concurrency: usize,
+    pub queue_capacity: usize,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub retry_max: u32,
+    pub retry_base: Duration,
+    pub demo: Demo,
+    pub flags: Flags,
+    pub tenant_allowlist: Vec<String>,
+}
+
+/// A setting with a value the gateway refuses to start with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The environment variable (and, lower-cased with dashes, the CLI flag).
+    pub setting: &'static str,
+    pub value: String,
+    pub expected: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let flag = self.setting.to_ascii_lowercase().replace('_', "-");
+        let flag = flag.strip_prefix("gateway-").unwrap_or(&flag);
+        write!(
+            f,
+            "invalid {} (--{flag}): {:?}: expected {}",
+            self.setting, self.value, self.expected
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn invalid(setting: &'static str, value: &str, expected: impl Into<String>) -> ConfigError {
+    ConfigError {
+        setting,
+        value: value.to_string(),
+        expected: expected.into(),
+    }
+}
+
+/// The flag grammar: true/1/yes and false/0/no in any case, surrounding blanks ignored.
+pub fn parse_flag(setting: &'static str, value: &str) -> Result<bool, ConfigError> {
+    let v = value.trim();
+    if ["true", "1", "yes"]
+        .iter()
+        .any(|t| v.eq_ignore_ascii_case(t))
+    {
+        Ok(true)
+    } else if ["false", "0", "no"]
+        .iter()
+        .any(|f| v.eq_ignore_ascii_case(f))
+    {
+        Ok(false)
+    } else {
+        Err(invalid(setting, value, "true/1/yes or false/0/no"))
+    }
+}
+
+fn parse_number<T>(setting: &'static str, value: &str, min: T, max: T) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
+{
+    match value.trim().parse::<T>() {
+        Ok(n) if n >= min && n <= max => Ok(n),
+        _ => Err(invalid(
+            setting,
+            value,
+            format!("a whole number from {min} to {max}"),
+        )),
+    }
+}
+
+fn parse_millis(
+    setting: &'static str,
+    value: &str,
+    min: u64,
+    max: u64,
+) -> Result<Duration, ConfigError> {
+    parse_number(setting, value, min, max).map(Duration::from_millis)
+}
+
+/// Parses `name=url,...`: names unique and non-empty, URLs `http://host[:port][/prefix]`.
+pub fn parse_upstreams(value: &str) -> Result<Vec<Upstream>, ConfigError> {
+    const SETTING: &str = "GATEWAY_UPSTREAMS";
+    let expected = "comma-separated name=http://host:port entries";
+    let mut upstreams: Vec<Upstream> = Vec::new();
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let Some((name, url)) = entry.split_once('=') else {
+            return Err(invalid(SETTING, value, expected));
+        };
+        let (name, url) = (name.trim(), url.trim());
+        let name_ok = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !name_ok || upstreams.iter().any(|u| u.name == name) {
+            return Err(invalid(
+                SETTING,
+                value,
+                "unique provider names of letters, digits, '-', '_', '.'",
+            ));
+        }
+        let uri: Uri = url.parse().map_err(|_| invalid(SETTING, value, expected))?;
+        let plain_http = uri.scheme_str() == Some("http");
+        let has_host = uri.host().is_some_and(|h| !h.is_empty());
+        let no_query = uri.query().is_none();
+        if !plain_http || !has_host || !no_query {
+            return Err(invalid(
+                SETTING,
+                value,
+                "http://host[:port][/prefix] URLs (no https, no query)",
+            ));
+        }
+        let base = url.trim_end_matches('/').to_string();
+        upstreams.push(Upstream {
+            name: name.to_string(),
+            base,
+        });
+    }
+    if upstreams.is_empty() {
+        return Err(invalid(SETTING, value, expected));
+    }
+    Ok(upstreams)
+}
+
+impl Settings {
+    /// Validates the raw arguments.
+    pub fn from_args(args: &Args) -> Result<Self, ConfigError> {
+        let flags = Flags {
+            retry: parse_flag(
+                "CP2_ADVANCED_RETRY_ENABLED",
+                &args.cp2_advanced_retry_enabled,
+            )?,
+            timeout: parse_flag(
+                "CP2_COMPLETE_TIMEOUT_ENABLED",
+                &args.cp2_complete_timeout_enabled,
+            )?,
+            queue: parse_flag(
+                "CP2_QUEUE_MANAGEMENT_ENABLED",
+                &args.cp2_queue_management_enabled,
+            )?,
+            metrics: parse_flag(
+                "CP2_OBSERVABILITY_METRICS_ENABLED",
+                &args.cp2_observability_metrics_enabled,
+            )?,
+        };
+        let listen = args.listen.trim().parse::<SocketAddr>().map_err(|_| {
+            invalid(
+                "GATEWAY_LISTEN",
+                &args.listen,
+                "an IP:port address such as 127.0.0.1:8080",
+            )
+        })?;
+        let upstreams = match args.upstreams.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(list) => Some(parse_upstreams(list)?),
+        };
+        let routing = match args.routing.trim() {
+            r if r.eq_ignore_ascii_case("round_robin") => Routing::RoundRobin,
+            r if r.eq_ignore_ascii_case("failover") => Routing::Failover,
+            _ => {
+                return Err(invalid(
+                    "GATEWAY_ROUTING",
+                    &args.routing,
+                    "round_robin or failover",
+                ));
+            }
+        };
+        let failure_rate = match args.demo_failure_rate.trim().parse::<f64>() {
+            Ok(r) if (0.0..=1.0).contains(&r) => r,
+            _ => {
+                return Err(invalid(
+                    "GATEWAY_DEMO_FAILURE_RATE",
+                    &args.demo_failure_rate,
+                    "a number from 0 to 1",
+                ));
+            }
+        };
+        const DAY_MS: u64 = 86_400_000;
+        Ok(Settings {
+            listen,
+            upstreams,
+            routing,
+            max_concurrency: parse_number(
+                "GATEWAY_MAX_CONCURRENCY",
+                &args.max_concurrency,
+                1,
+                1 << 20,
+            )?,
+            queue_capacity: parse_number(
+                "GATEWAY_QUEUE_CAPACITY",
+                &args.queue_capacity,
+                0,
+                1 << 24,
+            )?,
+            timeout: parse_millis("GATEWAY_TIMEOUT_MS", &args.timeout_ms, 1, DAY_MS)?,
+            connect_timeout: parse_millis(
+                "GATEWAY_CONNECT_TIMEOUT_MS",
+                &args.connect_timeout_ms,
+                1,
+                DAY_MS,
+            )?,
+            retry_max: parse_number("GATEWAY_RETRY_MAX", &args.retry_max, 0, 100)?,
+            retry_base: parse_millis("GATEWAY_RETRY_BASE_MS", &args.retry_base_ms, 1, DAY_MS)?,
+            demo: Demo {
+                latency: parse_millis("GATEWAY_DEMO_LATENCY_MS", &args.demo_latency_ms, 0, DAY_MS)?,
+                failure_rate,
+            },
+            flags,
+            tenant_allowlist: args
+                .metrics_tenant_label_allowlist
+                .split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(String::from)
+                .collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        let mut argv = vec!["gateway"];
+        argv.extend_from_slice(extra);
+        Args::try_parse_from(argv).expect("clap accepts the raw strings")
+    }
+
+    #[test]
+    fn flag_grammar_accepts_the_six_words_in_any_case() {
+        for yes in ["true", "TRUE", "True", "1", "yes", "YES", " yes "] {
+            assert_eq!(parse_flag("F", yes), Ok(true), "{yes:?}");
+        }
+        for no in ["false", "FALSE", "False", "0", "no", "No"] {
+            assert_eq!(parse_flag("F", no), Ok(false), "{no:?}");
+        }
+    }
+
+    #[test]
+    fn flag_grammar_refuses_anything_else_naming_the_flag() {
+        for bad in ["", "on", "off", "2", "y", "n", "enabled", "truee", "-1"] {
+            let error = parse_flag("CP2_QUEUE_MANAGEMENT_ENABLED", bad).unwrap_err();
+            assert_eq!(error.setting, "CP2_QUEUE_MANAGEMENT_ENABLED");
+            let line = error.to_string();
+            assert!(line.contains("CP2_QUEUE_MANAGEMENT_ENABLED"), "{line}");
+            assert!(line.contains("--cp2-queue-management-enabled"), "{line}");
+            assert!(!line.contains('\n'));
+        }
+    }
+
+    #[test]
+    fn defaults_follow_the_issue() {
+        let s = Settings::from_args(&args(&[])).unwrap();
+        assert_eq!(s.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(s.upstreams, None);
+        assert_eq!(s.routing, Routing::RoundRobin);
+        assert_eq!(s.max_concurrency, 64);
+        assert_eq!(s.queue_capacity, 1000);
+        assert_eq!(s.timeout, Duration::from_secs(30));
+        assert_eq!(s.connect_timeout, Duration::from_secs(5));
+        assert_eq!(s.retry_max, 4);
+        assert_eq!(s.retry_base, Duration::from_millis(100));
+        assert_eq!(s.flags, Flags::default());
+        assert!(s.tenant_allowlist.is_empty());
+    }
+
+    #[test]
+    fn every_bad_value_names_its_setting() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--listen", "localhost"], "GATEWAY_LISTEN"),
+            (&["--routing", "random"], "GATEWAY_ROUTING"),
+            (&["--max-concurrency", "0"], "GATEWAY_MAX_CONCURRENCY"),
+            (&["--queue-capacity", "-1"], "GATEWAY_QUEUE_CAPACITY"),
+            (&["--timeout-ms", "abc"], "GATEWAY_TIMEOUT_MS"),
+            (&["--connect-timeout-ms", "0"], "GATEWAY_CONNECT_TIMEOUT_MS"),
+            (&["--retry-max", "1e3"], "GATEWAY_RETRY_MAX"),
+            (&["--retry-base-ms", ""], "GATEWAY_RETRY_BASE_MS"),
+            (&["--demo-failure-rate", "1.5"], "GATEWAY_DEMO_FAILURE_RATE"),
+            (&["--upstreams", "a=https://x"], "GATEWAY_UPSTREAMS"),
+            (&["--upstreams", "a=not a url"], "GATEWAY_UPSTREAMS"),
+            (&["--upstreams", "nameonly"], "GATEWAY_UPSTREAMS"),
+            (
+                &["--upstreams", "a=http://x,a=http://y"],
+                "GATEWAY_UPSTREAMS",
+            ),
+            (
+                &["--cp2-observability-metrics-enabled", "maybe"],
+                "CP2_OBSERVABILITY_METRICS_ENABLED",
+            ),
+        ];
+        for (argv, setting) in cases {
+            let error = Settings::from_args(&args(argv)).unwrap_err();
+            assert_eq!(error.setting, *setting, "{argv:?}");
+        }
+    }
+
+    #[test]
+    fn upstreams_keep_order_and_prefix() {
+        let list =
+            parse_upstreams("openai=http://127.0.0.1:9000/, local = http://10.0.0.1/api").unwrap();
+        assert_eq!(
+            list,
+            vec![
+                Upstream {
+                    name: "openai".into(),
+                    base: "http://127.0.0.1:9000".into()
+                },
+                Upstream {
+                    name: "local".into(),
+                    base: "http://10.0.0.1/api".into()
+                },
+            ]
+        );
+    }
+}

@@ -1,0 +1,170 @@
+//! `gateway`: an HTTP API gateway composing the four tower-reliability layers.
+//!
+//! Settings come from environment variables or the same-named flags (`gateway --help`); see the
+//! README for the table and the layer stack.
+
+mod config;
+mod demo_provider;
+mod proxy;
+mod routing;
+mod stack;
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use tokio::sync::Notify;
+use tower_metrics_layer::prometheus::PrometheusMetrics;
+
+use crate::config::{Args, Settings, Upstream};
+
+/// Exit code for any invalid setting.
+const EXIT_INVALID: u8 = 2;
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(error) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                error.kind(),
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+            ) {
+                let _ = error.print();
+                return ExitCode::SUCCESS;
+            }
+            // clap's own message spans several lines; keep the first, which names the flag.
+            let rendered = error.to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            eprintln!("gateway: {}", first.trim_start_matches("error: "));
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    let settings = match Settings::from_args(&args) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("gateway: {error}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "gateway=info".into()),
+        )
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("gateway: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("gateway: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+    let addr = listener.local_addr()?;
+
+    let upstreams = match &settings.upstreams {
+        Some(list) => list.clone(),
+        None => {
+            let demo = demo_provider::start(settings.demo).await?;
+            tracing::info!(%demo, "no GATEWAY_UPSTREAMS: started the embedded demo provider");
+            vec![Upstream {
+                name: "demo".to_string(),
+                base: format!("http://{demo}"),
+            }]
+        }
+    };
+    let metrics = if settings.flags.metrics {
+        Some(PrometheusMetrics::builder().without_target_info().build()?)
+    } else {
+        None
+    };
+    let built = stack::build(&settings, &upstreams, metrics.as_ref());
+    tracing::info!(
+        flags = ?settings.flags,
+        routing = ?settings.routing,
+        providers = ?upstreams.iter().map(|u| &u.name).collect::<Vec<_>>(),
+        "gateway ready"
+    );
+
+    // Scripts and tests wait for this line; flush before serving.
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "listening on http://{addr}")?;
+    stdout.flush()?;
+    drop(stdout);
+
+    let signalled = Arc::new(Notify::new());
+    let shutdown = {
+        let signalled = Arc::clone(&signalled);
+        async move {
+            wait_for_signal().await;
+            tracing::info!("signal received: no new connections, draining in-flight requests");
+            signalled.notify_one();
+        }
+    };
+    let server = axum::serve(listener, built.app.into_make_service())
+        .with_graceful_shutdown(shutdown)
+        .into_future();
+    // Draining is bounded by the deadline cap (plus a little for answers to be written).
+    let limit = settings.timeout + Duration::from_secs(1);
+    let drained = async {
+        server.await?;
+        if let Some(queue) = &built.queue {
+            queue.drain().await;
+        }
+        Ok::<(), std::io::Error>(())
+    };
+    tokio::pin!(drained);
+    tokio::select! {
+        result = &mut drained => result?,
+        () = async {
+            signalled.notified().await;
+            tokio::time::sleep(limit).await;
+        } => {
+            tracing::warn!(?limit, "drain took longer than the deadline cap; exiting");
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,176 @@
+//! `ANY /v1/{*path}`: forward to the chosen provider, stream both bodies, answer errors.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{StatusCode, Uri, Version};
+use tower::{BoxError, ServiceExt};
+use tower_deadline::{ConnectTimeout, DeadlineExceeded};
+
+use crate::routing;
+use crate::stack::UpstreamService;
+
+/// One upstream provider, ready to call.
+pub struct Provider {
+    pub name: String,
+    /// `Host` of the requests handed to [`service`](Self::service): the provider's name (and
+    /// port), so the client metrics record `server.address` = provider name.
+    pub host: HeaderValue,
+    /// Takes origin-form requests (`/v1/...` plus `Host`); knows its own base URL.
+    pub service: UpstreamService,
+}
+
+/// Everything the proxy handler needs; shared by all requests.
+pub struct Gateway {
+    pub router: routing::Router,
+    pub providers: Vec<Provider>,
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 section 7.6.1): never forwarded.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Removes hop-by-hop headers, including those the `Connection` header names, and `Upgrade`.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+pub async fn proxy(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
+    let (index, _reason) = gateway.router.pick();
+    let provider = &gateway.providers[index];
+
+    let (mut parts, body) = request.into_parts();
+    // Origin-form: the provider's stack turns it into its own absolute URL.
+    if let Some(path_and_query) = parts.uri.path_and_query().cloned() {
+        parts.uri = Uri::from(path_and_query);
+    }
+    strip_hop_by_hop(&mut parts.headers);
+    parts.headers.insert(header::HOST, provider.host.clone());
+    // The incoming version (HTTP/2 from an h2c client) says nothing about the upstream
+    // connection; the client speaks HTTP/1.1 to providers.
+    parts.version = Version::HTTP_11;
+    let grpc = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    // Extensions are kept: they carry the request's `Deadline` to the client stack.
+    let upstream_request = Request::from_parts(parts, body);
+
+    match provider.service.clone().oneshot(upstream_request).await {
+        Ok(mut response) => {
+            let ok = !response.status().is_server_error();
+            gateway.router.outcome(index, ok);
+            strip_hop_by_hop(response.headers_mut());
+            response
+        }
+        Err(error) => {
+            // A caller's deadline running out says nothing about the provider's health.
+            if find::<DeadlineExceeded>(&error).is_none() {
+                gateway.router.outcome(index, false);
+            }
+            error_response(&provider.name, &error, grpc)
+        }
+    }
+}
+
+/// The first error of type `E` in `error`'s `source()` chain.
+fn find<E: std::error::Error + 'static>(error: &BoxError) -> Option<&E> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&**error);
+    while let Some(e) = source {
+        if let Some(found) = e.downcast_ref::<E>() {
+            return Some(found);
+        }
+        source = e.source();
+    }
+    None
+}
+
+/// 504 when time ran out (the request's deadline or the connect budget), 502 otherwise; for
+/// gRPC requests HTTP 200 with `grpc-status` 4 (DEADLINE_EXCEEDED) or 14 (UNAVAILABLE).
+fn error_response(provider: &str, error: &BoxError, grpc: bool) -> Response {
+    let (status, grpc_status, text) = if let Some(d) = find::<DeadlineExceeded>(error) {
+        let text = format!("deadline exceeded calling {provider}: {d}");
+        (StatusCode::GATEWAY_TIMEOUT, "4", text)
+    } else if let Some(c) = find::<ConnectTimeout>(error) {
+        let text = format!("connect timeout calling {provider}: {c}");
+        (StatusCode::GATEWAY_TIMEOUT, "14", text)
+    } else {
+        tracing::debug!(provider, %error, "upstream call failed");
+        let text = format!("upstream {provider} failed: {error}");
+        (StatusCode::BAD_GATEWAY, "14", text)
+    };
+    if !grpc {
+        return (status, format!("{text}\n")).into_response();
+    }
+    // grpc-message is percent-encoded; keep it to safe characters.
+    let message: String = text
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '%' {
+                c
+            } else {
+                ' '
+            }
+        })
+        .collect();
+    let mut response = Response::new(Body::empty());
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert("grpc-status", HeaderValue::from_static(grpc_status));
+    if let Ok(value) = HeaderValue::from_str(message.trim()) {
+        headers.insert("grpc-message", value);
+    }
+    response
+}
+
+/// Body type conversion used by the optional layers, so both branches of an `Either` agree.
+pub fn into_body<B>(response: http::Response<B>) -> Response
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    response.map(Body::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, "keep-alive, x-secret".parse().unwrap());
+        headers.insert("x-secret", "1".parse().unwrap());
+        headers.insert("keep-alive", "timeout=5".parse().unwrap());
+        headers.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
+        headers.insert(header::UPGRADE, "h2c".parse().unwrap());
+        headers.insert("x-request-id", "abc".parse().unwrap());
+        strip_hop_by_hop(&mut headers);
+        let left: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, vec!["x-request-id"]);
+    }
+}
