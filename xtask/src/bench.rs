@@ -73,6 +73,9 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
                 "--all-features",
                 "-p",
                 krate,
+                // Bench targets only: the libraries' own test harness knows no `--quick`.
+                "--bench",
+                "*",
                 "--",
                 "--quick",
                 "--noplot",
