@@ -101,8 +101,8 @@ impl BoundedQueueLayer {
     }
 
     /// Records on this meter instead of the global meter named `tower-bounded-queue`.
-    pub fn meter(self, meter: Meter) -> Self {
-        self.update(|c| c.meter = Some(meter))
+    pub fn meter(self, meter: &Meter) -> Self {
+        self.update(|c| c.meter = Some(meter.clone()))
     }
 
     /// Queue fill fractions at which [`status`](crate::QueueHandle::status) turns degraded and

@@ -34,7 +34,7 @@ fn held(
 async fn a_task_local_deadline_passing_in_the_queue_gives_deadline_exceeded() {
     let metrics = TestMetrics::new();
     let gate = Gate::new();
-    let layer = BoundedQueueLayer::new(1).meter(metrics.meter());
+    let layer = BoundedQueueLayer::new(1).meter(&metrics.meter());
     let handle = layer.handle();
     let mut svc = layer.layer(held(&gate));
     let running = tokio::spawn(svc.call(0));

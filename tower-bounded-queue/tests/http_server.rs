@@ -31,7 +31,7 @@ async fn twenty_requests_give_six_admitted_and_fourteen_rejected_at_once() {
     let layer = BoundedQueueLayer::new(2)
         .capacity(4)
         .name("web")
-        .meter(metrics.meter())
+        .meter(&metrics.meter())
         .http();
     let handle = layer.handle();
     let addr = serve(app(&gate).layer(layer)).await;
@@ -178,7 +178,7 @@ async fn a_panicking_handler_frees_its_slot_and_the_queue_keeps_serving() {
     let metrics = TestMetrics::new();
     let layer = BoundedQueueLayer::new(1)
         .capacity(1)
-        .meter(metrics.meter())
+        .meter(&metrics.meter())
         .http();
     let handle = layer.handle();
     let router = Router::new()
@@ -224,7 +224,7 @@ async fn graceful_drain_serves_queued_work_and_rejects_new_work() {
     let gate = Gate::new();
     let layer = BoundedQueueLayer::new(2)
         .capacity(4)
-        .meter(metrics.meter())
+        .meter(&metrics.meter())
         .http();
     let handle = layer.handle();
     let addr = serve(app(&gate).layer(layer)).await;

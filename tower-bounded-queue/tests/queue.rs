@@ -42,7 +42,7 @@ async fn drop_oldest_pushes_out_the_oldest_waiter() {
     let layer = BoundedQueueLayer::new(1)
         .capacity(2)
         .overflow(Overflow::DropOldest)
-        .meter(metrics.meter());
+        .meter(&metrics.meter());
     let handle = layer.handle();
     let mut svc = layer.layer(held(&gate));
 
@@ -115,7 +115,7 @@ async fn a_waiter_leaves_with_queue_timeout_after_max_wait() {
     let layer = BoundedQueueLayer::new(1)
         .capacity(4)
         .max_wait(Duration::from_millis(250))
-        .meter(metrics.meter());
+        .meter(&metrics.meter());
     let handle = layer.handle();
     let mut svc = layer.layer(held(&gate));
 
@@ -359,11 +359,11 @@ async fn named_queues_are_independent_and_labelled() {
     let cpu = BoundedQueueLayer::new(1)
         .capacity(0)
         .name("cpu")
-        .meter(metrics.meter());
+        .meter(&metrics.meter());
     let io = BoundedQueueLayer::new(1)
         .capacity(0)
         .name("io")
-        .meter(metrics.meter());
+        .meter(&metrics.meter());
     let gate = Gate::new();
     let mut cpu_svc = cpu.layer(held(&gate));
     let mut io_svc = io.layer(held(&gate));

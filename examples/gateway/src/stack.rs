@@ -191,7 +191,7 @@ pub fn build(
             .capacity(settings.queue_capacity)
             .name("gateway");
         if let Some(meter) = &meter {
-            layer = layer.meter(meter.clone());
+            layer = layer.meter(meter);
         }
         layer.http().status_header(X_OVERLOAD_STATUS)
     });
