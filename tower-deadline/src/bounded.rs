@@ -1,6 +1,8 @@
 //! The one mechanism every enforcing future here shares: poll the inner future inside the
 //! deadline's task-local scope, and only if it is not ready at once arm a timer for the deadline.
-//! A future that completes on its first poll never touches the timer wheel.
+//! A future that completes on its first poll never touches the timer wheel, and neither does one
+//! nested inside another enforcing future with a deadline at least as tight (a client call made
+//! by a handler under the server layer).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -57,10 +59,16 @@ impl<F: Future> Future for Bounded<F> {
         let mut this = self.project();
         let deadline = *this.deadline;
         let inner = this.inner;
-        if let Poll::Ready(output) = deadline.enter(|| inner.poll(cx)) {
+        if let Poll::Ready(output) = deadline.enter_enforced(|| inner.poll(cx)) {
             return Poll::Ready(Ok(output));
         }
         if this.sleep.is_none() {
+            // An enclosing future of ours enforces a deadline no later than ours and polls us
+            // now: it will drop us in time, so a second timer would be pure cost. Checked again
+            // on every poll, in case we are later polled from somewhere it does not cover.
+            if deadline.is_enforced_around() {
+                return Poll::Pending;
+            }
             this.sleep
                 .set(Some(tokio::time::sleep_until(deadline.instant())));
         }

@@ -8,7 +8,15 @@ use tokio::time::Instant;
 
 tokio::task_local! {
     // The deadline of the work the current task is doing, for code that has no request at hand.
-    static CURRENT: Deadline;
+    static CURRENT: Scope;
+}
+
+/// What the task-local holds: the deadline, and whether an enclosing future of ours enforces it
+/// (drops everything inside when it passes), so inner layers need not arm a timer of their own.
+#[derive(Clone, Copy)]
+struct Scope {
+    deadline: Deadline,
+    enforced: bool,
 }
 
 /// The latest instant by which a piece of work must be done.
@@ -97,7 +105,7 @@ impl Deadline {
     /// The server layer ([`DeadlineLayer`](crate::DeadlineLayer)) and the helpers
     /// ([`enforce`](crate::enforce)) set it around the futures they run.
     pub fn current() -> Option<Deadline> {
-        CURRENT.try_with(|deadline| *deadline).ok()
+        CURRENT.try_with(|scope| scope.deadline).ok()
     }
 
     /// The deadline stored in request extensions, if any.
@@ -129,14 +137,37 @@ impl Deadline {
 
     /// Runs `f` synchronously with this deadline (or an earlier enclosing one) as the current one.
     pub fn sync_scope<R>(self, f: impl FnOnce() -> R) -> R {
-        let deadline = self.earliest_with(Self::current());
-        CURRENT.sync_scope(deadline, f)
+        CURRENT.sync_scope(self.visible_scope(), f)
     }
 
-    /// Sets the scope for exactly this deadline, without consulting the enclosing one; for our own
-    /// futures, which computed the earliest already.
-    pub(crate) fn enter<R>(self, f: impl FnOnce() -> R) -> R {
-        CURRENT.sync_scope(self, f)
+    /// The scope seen inside a plain (non-enforcing) scope of this deadline: the enclosing one if
+    /// that is at least as tight (keeping its enforcement), else this one, unenforced.
+    fn visible_scope(self) -> Scope {
+        match CURRENT.try_with(|scope| *scope) {
+            Ok(outer) if outer.deadline <= self => outer,
+            _ => Scope {
+                deadline: self,
+                enforced: false,
+            },
+        }
+    }
+
+    /// Sets the scope for exactly this deadline, marked as enforced: for our own enforcing
+    /// futures, whose deadline is never later than the enclosing one.
+    pub(crate) fn enter_enforced<R>(self, f: impl FnOnce() -> R) -> R {
+        let scope = Scope {
+            deadline: self,
+            enforced: true,
+        };
+        CURRENT.sync_scope(scope, f)
+    }
+
+    /// Whether an enclosing future of ours already enforces a deadline no later than this one,
+    /// so a timer for this one would never fire first.
+    pub(crate) fn is_enforced_around(self) -> bool {
+        CURRENT
+            .try_with(|scope| scope.enforced && scope.deadline <= self)
+            .unwrap_or(false)
     }
 }
 
@@ -169,9 +200,9 @@ impl<F: std::future::Future> std::future::Future for Scoped<F> {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
         let this = self.project();
-        let deadline = this.deadline.earliest_with(Deadline::current());
+        let scope = this.deadline.visible_scope();
         let inner = this.inner;
-        CURRENT.sync_scope(deadline, || inner.poll(cx))
+        CURRENT.sync_scope(scope, || inner.poll(cx))
     }
 }
 

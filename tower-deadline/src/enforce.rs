@@ -99,11 +99,15 @@ impl<F: Future> Future for Enforced<F> {
         let Some((deadline, start)) = bound else {
             return inner.poll(cx).map(Ok);
         };
-        if let Poll::Ready(output) = deadline.enter(|| inner.poll(cx)) {
+        if let Poll::Ready(output) = deadline.enter_enforced(|| inner.poll(cx)) {
             this.inner.set(None);
             return Poll::Ready(Ok(output));
         }
         if this.sleep.is_none() {
+            // As in `Bounded`: an enclosing enforcer with a tighter deadline drops us in time.
+            if deadline.is_enforced_around() {
+                return Poll::Pending;
+            }
             this.sleep
                 .set(Some(tokio::time::sleep_until(deadline.instant())));
         }

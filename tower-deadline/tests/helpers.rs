@@ -162,3 +162,32 @@ fn release_reader(fifo: &std::path::Path) {
     }
     panic!("the reader never opened the FIFO");
 }
+
+/// Nested under an enforcing future with the same deadline, an inner one leaves the timing to
+/// it (one timer, the outer's stage) but still enforces when polled anywhere else.
+#[tokio::test(start_paused = true)]
+async fn a_nested_enforcer_defers_to_the_outer_one_but_not_when_spawned_away() {
+    let deadline = Deadline::after(Duration::from_secs(1));
+    let nested = deadline
+        .scope(enforce(async {
+            enforce(tokio::time::sleep(Duration::from_secs(5))).await
+        }))
+        .await;
+    let outer = nested.expect_err("the outer enforcer fires at the deadline");
+    assert_eq!(outer.budget(), Duration::from_secs(1));
+
+    // Built inside the enforced scope, then polled on another task: it must arm its own timer.
+    let started = tokio::time::Instant::now();
+    let spawned = Deadline::after(Duration::from_secs(1))
+        .scope(enforce(async {
+            let inner = enforce_within(
+                Duration::from_millis(300),
+                tokio::time::sleep(Duration::from_secs(5)),
+            );
+            tokio::spawn(inner).await.unwrap()
+        }))
+        .await
+        .expect("the outer future finished in time");
+    assert_eq!(spawned.unwrap_err().stage(), Stage::Operation);
+    assert_eq!(started.elapsed(), Duration::from_millis(300));
+}

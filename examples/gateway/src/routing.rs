@@ -162,8 +162,14 @@ impl Router {
     pub fn outcome(&self, index: usize, ok: bool) {
         let health = &self.health[index];
         if ok {
-            health.failures.store(0, Ordering::Relaxed);
-            health.skip_until_ms.store(0, Ordering::Relaxed);
+            // Read before writing: on the common all-healthy path this keeps the cache line
+            // shared between cores instead of bouncing it on every request.
+            if health.failures.load(Ordering::Relaxed) != 0 {
+                health.failures.store(0, Ordering::Relaxed);
+            }
+            if health.skip_until_ms.load(Ordering::Relaxed) != 0 {
+                health.skip_until_ms.store(0, Ordering::Relaxed);
+            }
             return;
         }
         let failures = health.failures.fetch_add(1, Ordering::Relaxed) + 1;

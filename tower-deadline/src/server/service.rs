@@ -93,7 +93,7 @@ impl<S, M: Mode> DeadlineService<S, M> {
         // `call` is scoped too: inner layers that decide in `call` (a queue admitting a request)
         // may have no way to read a generic request's extensions.
         let inner = &mut self.inner;
-        let future = deadline.enter(|| inner.call(request));
+        let future = deadline.sync_scope(|| inner.call(request));
         ResponseFuture::running(future, deadline, start, shared.metrics.clone(), grpc)
     }
 }
