@@ -53,6 +53,9 @@ pub(crate) struct Instruments {
     attempts: Counter<u64>,
     skipped: Counter<u64>,
     backoff: Histogram<f64>,
+    /// The success series, bound once: the one recorded on every request's hot path.
+    #[cfg(feature = "bound-instruments")]
+    success: std::sync::Arc<std::sync::OnceLock<opentelemetry::metrics::BoundCounter<u64>>>,
 }
 
 impl Instruments {
@@ -76,10 +79,23 @@ impl Instruments {
                     0.0, 0.01, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 2.0, 5.0, 10.0, 30.0,
                 ])
                 .build(),
+            #[cfg(feature = "bound-instruments")]
+            success: Default::default(),
         }
     }
 
     pub(crate) fn attempt(&self, success: bool, reason: Reason) {
+        #[cfg(feature = "bound-instruments")]
+        if success && reason == Reason::OK {
+            let bound = self.success.get_or_init(|| {
+                self.attempts.bind(&[
+                    KeyValue::new("outcome", "success"),
+                    KeyValue::new("reason", Reason::OK.as_str()),
+                ])
+            });
+            bound.add(1);
+            return;
+        }
         let outcome = if success { "success" } else { "failure" };
         self.attempts.add(
             1,

@@ -1,10 +1,11 @@
 //! Picking a provider for each request, and tracking which providers keep failing.
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Counter, Histogram, Meter};
+use opentelemetry::metrics::{BoundCounter, BoundHistogram, Counter, Histogram, Meter};
 
 use crate::config::Routing;
 
@@ -67,6 +68,9 @@ pub struct Router {
     duration: Histogram<f64>,
     /// Prepared attributes per (provider, reason), so a decision allocates nothing.
     attributes: Vec<[KeyValue; 2]>,
+    /// Instruments bound to those attributes on first use: recording through them skips the
+    /// SDK's per-call attribute hashing (one series is created only once it is taken).
+    bound: Vec<OnceLock<(BoundCounter<u64>, BoundHistogram<f64>)>>,
 }
 
 impl Router {
@@ -81,8 +85,10 @@ impl Router {
                     ]
                 })
             })
-            .collect();
+            .collect::<Vec<_>>();
+        let bound = attributes.iter().map(|_| OnceLock::new()).collect();
         Self {
+            bound,
             mode,
             skip_for: SKIP_FOR,
             health: providers.iter().map(|_| Health::default()).collect(),
@@ -119,14 +125,16 @@ impl Router {
     pub fn pick(&self) -> (usize, Reason) {
         let started = Instant::now();
         let (index, reason) = self.choose();
-        self.decisions.add(
-            1,
-            &self.attributes[index * Reason::ALL.len() + reason as usize],
-        );
-        self.duration.record(
-            started.elapsed().as_secs_f64(),
-            &self.attributes[index * Reason::ALL.len() + reason as usize],
-        );
+        let series = index * Reason::ALL.len() + reason as usize;
+        let (decisions, duration) = self.bound[series].get_or_init(|| {
+            let attributes = &self.attributes[series];
+            (
+                self.decisions.bind(attributes),
+                self.duration.bind(attributes),
+            )
+        });
+        decisions.add(1);
+        duration.record(started.elapsed().as_secs_f64());
         (index, reason)
     }
 
