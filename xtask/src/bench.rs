@@ -88,9 +88,10 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
                 String::from_utf8_lossy(&output.stderr)
             ));
         }
-        criterion_output.push_str(&String::from_utf8_lossy(&output.stdout));
+        let _ = writeln!(criterion_output, "### {krate}\n");
+        criterion_output.push_str(&criterion_table(&String::from_utf8_lossy(&output.stdout)));
     }
-    let table = criterion_table(&criterion_output);
+    let table = criterion_output;
     std::fs::write(
         "BENCHMARKS.md",
         document(&system, Some(&table), "cargo xtask bench"),
@@ -117,7 +118,9 @@ fn document(system: &str, criterion: Option<&str>, command: &str) -> String {
         md.push_str("## 4. Per-crate criterion benchmarks (quick mode)\n\n");
         md.push_str(
             "Time per call, median estimate; `x bare` divides by the group's bare inner service \
-             when the group has one. Each crate's README explains its rows.\n\n",
+             (`bare` or `bare_service`) when the group has one. Each crate's README and \
+             bench file explain its rows; the tower equivalents are the `tower_*` and `load_shed_*` \
+             rows.\n\n",
         );
         md.push_str(table);
     }
