@@ -178,7 +178,15 @@ fn criterion_table(output: &str) -> String {
     }
     let mut md = String::new();
     for (group, rows) in groups {
-        let bare = rows.iter().find(|(n, _)| n == "bare").map(|(_, ns)| *ns);
+        let bare = rows
+            .iter()
+            .find(|(n, _)| matches!(n.as_str(), "bare" | "bare_service"))
+            .map(|(_, ns)| *ns);
+        let group = if group.is_empty() {
+            "(ungrouped)"
+        } else {
+            group.as_str()
+        };
         let _ = writeln!(
             md,
             "**{group}**\n\n| benchmark | time | x bare |\n|---|---|---|"
