@@ -236,3 +236,84 @@ pub(crate) async fn get_text(addr: SocketAddr, path: &str) -> Result<String, Str
         .map_err(|e| e.to_string())?;
     Ok(String::from_utf8_lossy(&body.to_bytes()).into_owned())
 }
+
+/// `wrk` on the PATH, if installed.
+pub(crate) fn find_wrk() -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("wrk"))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Runs wrk (one thread, `connections` connections) and returns requests/s, p50 and p99. Any
+/// non-2xx answer or socket error is a failure of the run, as with our own generator.
+pub(crate) fn wrk(
+    wrk: &std::path::Path,
+    addr: SocketAddr,
+    path: &str,
+    connections: usize,
+    secs: u64,
+) -> Result<(f64, Duration, Duration), String> {
+    let output = std::process::Command::new(wrk)
+        .args([
+            "-t1",
+            &format!("-c{connections}"),
+            &format!("-d{secs}s"),
+            "--latency",
+        ])
+        .arg(format!("http://{addr}{path}"))
+        .output()
+        .map_err(|e| format!("wrk: {e}"))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() || text.contains("Non-2xx") || text.contains("Socket errors") {
+        return Err(format!("wrk reported failures:\n{text}"));
+    }
+    let field = |prefix: &str| {
+        text.lines()
+            .map(str::trim)
+            .find_map(|line| line.strip_prefix(prefix))
+            .map(str::trim)
+            .ok_or_else(|| format!("wrk printed no `{prefix}`:\n{text}"))
+    };
+    let rps: f64 = field("Requests/sec:")?
+        .parse()
+        .map_err(|e| format!("wrk requests/sec: {e}"))?;
+    Ok((
+        rps,
+        wrk_duration(field("50%")?)?,
+        wrk_duration(field("99%")?)?,
+    ))
+}
+
+/// wrk's latency format: `812.00us`, `1.23ms`, `2.00s`.
+fn wrk_duration(text: &str) -> Result<Duration, String> {
+    let (number, scale) = if let Some(n) = text.strip_suffix("us") {
+        (n, 1e-6)
+    } else if let Some(n) = text.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        return Err(format!("unknown wrk latency `{text}`"));
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|e| format!("wrk latency `{text}`: {e}"))?;
+    Ok(Duration::from_secs_f64(value * scale))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_wrk_latencies() {
+        assert_eq!(
+            wrk_duration("812.00us").unwrap(),
+            Duration::from_micros(812)
+        );
+        assert_eq!(wrk_duration("1.50ms").unwrap(), Duration::from_micros(1500));
+        assert_eq!(wrk_duration("2.00s").unwrap(), Duration::from_secs(2));
+        assert!(wrk_duration("2m").is_err());
+    }
+}
