@@ -56,29 +56,37 @@ impl<F: Future> Future for Bounded<F> {
     type Output = Result<F::Output, Elapsed>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
+        let this = self.project();
         let deadline = *this.deadline;
-        let inner = this.inner;
-        if let Poll::Ready(output) = deadline.enter_enforced(|| inner.poll(cx)) {
-            return Poll::Ready(Ok(output));
-        }
-        if this.sleep.is_none() {
-            // An enclosing future of ours enforces a deadline no later than ours and polls us
-            // now: it will drop us in time, so a second timer would be pure cost. Checked again
-            // on every poll, in case we are later polled from somewhere it does not cover.
-            if deadline.is_enforced_around() {
-                return Poll::Pending;
-            }
-            this.sleep
-                .set(Some(tokio::time::sleep_until(deadline.instant())));
-        }
-        let sleep = this.sleep.as_pin_mut().expect("armed just above");
-        match sleep.poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(Elapsed {
+        poll_within(this.inner, this.sleep, deadline, cx).map(|outcome| {
+            outcome.ok_or(Elapsed {
                 start: *this.start,
                 deadline,
-            })),
-            Poll::Pending => Poll::Pending,
-        }
+            })
+        })
     }
+}
+
+/// One poll of `inner` under `deadline`: `Ready(Some(output))` when it finished, `Ready(None)`
+/// when the deadline passed first. The timer in `sleep` is armed only once `inner` is pending,
+/// and not at all while an enclosing future of ours enforces a deadline no later than this one
+/// and polls us: it will drop us in time, so a second timer would be pure cost. That is checked
+/// again on every poll, in case we are later polled from somewhere it does not cover.
+pub(crate) fn poll_within<F: Future>(
+    inner: Pin<&mut F>,
+    mut sleep: Pin<&mut Option<Sleep>>,
+    deadline: Deadline,
+    cx: &mut Context<'_>,
+) -> Poll<Option<F::Output>> {
+    if let Poll::Ready(output) = deadline.enter_enforced(|| inner.poll(cx)) {
+        return Poll::Ready(Some(output));
+    }
+    if sleep.is_none() {
+        if deadline.is_enforced_around() {
+            return Poll::Pending;
+        }
+        sleep.set(Some(tokio::time::sleep_until(deadline.instant())));
+    }
+    let armed = sleep.as_pin_mut().expect("armed just above");
+    armed.poll(cx).map(|()| None)
 }

@@ -47,12 +47,17 @@ impl<C> ConnectDeadline<C> {
     /// The connect budget (default 5 s). A zero budget would fail every connect, so it is taken
     /// as a mistake and the default is kept.
     pub fn budget(mut self, budget: Duration) -> Self {
-        self.budget = if budget.is_zero() {
-            DEFAULT_CONNECT_BUDGET
-        } else {
-            budget
-        };
+        self.budget = usable_budget(budget);
         self
+    }
+}
+
+/// A zero budget would fail every connect: it is taken as a mistake and the default is kept.
+fn usable_budget(budget: Duration) -> Duration {
+    if budget.is_zero() {
+        DEFAULT_CONNECT_BUDGET
+    } else {
+        budget
     }
 }
 
@@ -66,11 +71,7 @@ impl ConnectDeadlineLayer {
     /// A layer applying `budget` (zero keeps the default 5 s) to every connect.
     pub fn new(budget: Duration) -> Self {
         Self {
-            budget: if budget.is_zero() {
-                DEFAULT_CONNECT_BUDGET
-            } else {
-                budget
-            },
+            budget: usable_budget(budget),
         }
     }
 }

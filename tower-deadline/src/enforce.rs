@@ -99,21 +99,14 @@ impl<F: Future> Future for Enforced<F> {
         let Some((deadline, start)) = bound else {
             return inner.poll(cx).map(Ok);
         };
-        if let Poll::Ready(output) = deadline.enter_enforced(|| inner.poll(cx)) {
-            this.inner.set(None);
-            return Poll::Ready(Ok(output));
-        }
-        if this.sleep.is_none() {
-            // As in `Bounded`: an enclosing enforcer with a tighter deadline drops us in time.
-            if deadline.is_enforced_around() {
-                return Poll::Pending;
+        let sleep = this.sleep.as_mut();
+        match crate::bounded::poll_within(inner, sleep, deadline, cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Some(output)) => {
+                this.inner.set(None);
+                return Poll::Ready(Ok(output));
             }
-            this.sleep
-                .set(Some(tokio::time::sleep_until(deadline.instant())));
-        }
-        let sleep = this.sleep.as_pin_mut().expect("armed just above");
-        if sleep.poll(cx).is_pending() {
-            return Poll::Pending;
+            Poll::Ready(None) => {}
         }
         // Cancel the work now: nobody is waiting for it any more.
         this.inner.set(None);

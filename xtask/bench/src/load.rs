@@ -60,6 +60,20 @@ fn request(addr: SocketAddr, path: &str, id: Option<u64>) -> Request<Empty<Bytes
     builder.body(Empty::new()).expect("a valid request")
 }
 
+/// The answer's status after reading its whole body, or 0 for a transport error.
+async fn read_status<E>(
+    answer: impl std::future::Future<Output = Result<http::Response<hyper::body::Incoming>, E>>,
+) -> u16 {
+    match answer.await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let _ = response.into_body().collect().await;
+            status
+        }
+        Err(_) => 0,
+    }
+}
+
 /// `connections` keep-alive HTTP/1.1 connections, each sending the next request as soon as the
 /// previous answer is read, for `duration`.
 pub(crate) async fn closed_loop(
@@ -88,14 +102,7 @@ pub(crate) async fn closed_loop(
                     break;
                 }
                 let sent = Instant::now();
-                let status = match sender.send_request(request(addr, &path, None)).await {
-                    Ok(response) => {
-                        let status = response.status().as_u16();
-                        let _ = response.into_body().collect().await;
-                        status
-                    }
-                    Err(_) => 0,
-                };
+                let status = read_status(sender.send_request(request(addr, &path, None))).await;
                 outcomes.push(Outcome {
                     status,
                     latency: sent.elapsed(),
@@ -155,14 +162,7 @@ pub(crate) async fn open_loop(
             let (client, outcomes, path) = (client.clone(), outcomes.clone(), path.to_string());
             tasks.push(tokio::spawn(async move {
                 let begun = Instant::now();
-                let status = match client.request(request(addr, &path, Some(sent))).await {
-                    Ok(response) => {
-                        let status = response.status().as_u16();
-                        let _ = response.into_body().collect().await;
-                        status
-                    }
-                    Err(_) => 0,
-                };
+                let status = read_status(client.request(request(addr, &path, Some(sent)))).await;
                 outcomes.lock().unwrap().push(Outcome {
                     status,
                     latency: begun.elapsed(),
@@ -200,14 +200,7 @@ pub(crate) async fn batch(
         let (client, path) = (client.clone(), path.to_string());
         tasks.push(tokio::spawn(async move {
             let begun = Instant::now();
-            let status = match client.request(request(addr, &path, Some(id))).await {
-                Ok(response) => {
-                    let status = response.status().as_u16();
-                    let _ = response.into_body().collect().await;
-                    status
-                }
-                Err(_) => 0,
-            };
+            let status = read_status(client.request(request(addr, &path, Some(id)))).await;
             drop(permit);
             Outcome {
                 status,

@@ -108,29 +108,17 @@ impl Drop for Server {
 fn gateway_env(
     upstream: &Server,
     flags_on: &[&str],
-    extra: &[(&str, &str)],
+    extra: &[(&'static str, String)],
 ) -> Vec<(&'static str, String)> {
     let mut env = vec![
         ("GATEWAY_LISTEN", "127.0.0.1:0".to_string()),
         ("GATEWAY_UPSTREAMS", format!("bench={}", upstream.url())),
         ("RUST_LOG", "error".to_string()),
     ];
-    for flag in [
-        "CP2_ADVANCED_RETRY_ENABLED",
-        "CP2_COMPLETE_TIMEOUT_ENABLED",
-        "CP2_QUEUE_MANAGEMENT_ENABLED",
-        "CP2_OBSERVABILITY_METRICS_ENABLED",
-    ] {
+    for flag in ALL_FLAGS {
         env.push((flag, flags_on.contains(&flag).to_string()));
     }
-    for (key, value) in extra {
-        let key: &'static str = match *key {
-            "GATEWAY_MAX_CONCURRENCY" => "GATEWAY_MAX_CONCURRENCY",
-            "GATEWAY_QUEUE_CAPACITY" => "GATEWAY_QUEUE_CAPACITY",
-            _ => continue,
-        };
-        env.push((key, value.to_string()));
-    }
+    env.extend(extra.iter().cloned());
     env
 }
 
@@ -324,8 +312,8 @@ async fn overload(me: &Path, gateway: &Path, s: &Settings, md: &mut String) -> R
         &upstream,
         &ALL_FLAGS,
         &[
-            ("GATEWAY_MAX_CONCURRENCY", &CONCURRENCY.to_string()),
-            ("GATEWAY_QUEUE_CAPACITY", &CAPACITY.to_string()),
+            ("GATEWAY_MAX_CONCURRENCY", CONCURRENCY.to_string()),
+            ("GATEWAY_QUEUE_CAPACITY", CAPACITY.to_string()),
         ],
     );
     let gateway = Server::start(gateway, &[], &env)?;
