@@ -5,6 +5,7 @@
 
 mod config;
 mod demo_provider;
+mod optional;
 mod proxy;
 mod routing;
 mod stack;
@@ -121,7 +122,7 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
             signalled.notify_one();
         }
     };
-    let server = axum::serve(listener, built.app.into_make_service())
+    let server = axum::serve(listener, tower::make::Shared::new(built.app))
         .with_graceful_shutdown(shutdown)
         .into_future();
     // Draining is bounded by the deadline cap (plus a little for answers to be written).

@@ -5,28 +5,28 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{StatusCode, Uri, Version};
-use tower::{BoxError, ServiceExt};
+use tower::{BoxError, Service, ServiceExt};
 use tower_deadline::{ConnectTimeout, DeadlineExceeded};
 
 use crate::routing;
-use crate::stack::UpstreamService;
 
 /// One upstream provider, ready to call.
-pub struct Provider {
+pub struct Provider<S> {
     pub name: String,
     /// `Host` of the requests handed to [`service`](Self::service): the provider's name (and
     /// port), so the client metrics record `server.address` = provider name.
     pub host: HeaderValue,
     /// Takes origin-form requests (`/v1/...` plus `Host`); knows its own base URL.
-    pub service: UpstreamService,
+    pub service: S,
 }
 
 /// Everything the proxy handler needs; shared by all requests.
-pub struct Gateway {
+pub struct Gateway<S> {
     pub router: routing::Router,
-    pub providers: Vec<Provider>,
+    pub providers: Vec<Provider<S>>,
 }
 
 /// Headers that describe one connection, not the message (RFC 9110 section 7.6.1): never forwarded.
@@ -62,7 +62,12 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::UPGRADE);
 }
 
-pub async fn proxy(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
+pub async fn proxy<S, B>(State(gateway): State<Arc<Gateway<S>>>, request: Request) -> Response
+where
+    S: Service<Request, Response = http::Response<B>, Error = BoxError> + Clone,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
     let (index, _reason) = gateway.router.pick();
     let provider = &gateway.providers[index];
 
@@ -80,7 +85,10 @@ pub async fn proxy(State(gateway): State<Arc<Gateway>>, request: Request) -> Res
         .headers
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    // Extensions are kept: they carry the request's `Deadline` to the client stack.
+    // Extensions stay behind: axum's (matched path, URL parameters) are not the provider's
+    // business, and an empty map costs nothing to copy for each retry. The request's deadline
+    // reaches the client stack through the scope `DeadlineLayer` runs this handler in.
+    parts.extensions = http::Extensions::new();
     let upstream_request = Request::from_parts(parts, body);
 
     match provider.service.clone().oneshot(upstream_request).await {
@@ -88,7 +96,7 @@ pub async fn proxy(State(gateway): State<Arc<Gateway>>, request: Request) -> Res
             let ok = !response.status().is_server_error();
             gateway.router.outcome(index, ok);
             strip_hop_by_hop(response.headers_mut());
-            response
+            response.map(Body::new)
         }
         Err(error) => {
             // A caller's deadline running out says nothing about the provider's health.
@@ -151,15 +159,6 @@ fn error_response(provider: &str, error: &BoxError, grpc: bool) -> Response {
         headers.insert("grpc-message", value);
     }
     response
-}
-
-/// Body type conversion used by the optional layers, so both branches of an `Either` agree.
-pub fn into_body<B>(response: http::Response<B>) -> Response
-where
-    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    response.map(Body::new)
 }
 
 #[cfg(test)]

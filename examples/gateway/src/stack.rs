@@ -1,78 +1,43 @@
 //! The layer stacks, each layer present only when its feature flag is on.
 //!
 //! ```text
-//! incoming: metrics -> deadline -> bounded queue -> router (proxy)
+//! incoming: metrics -> router -> deadline -> bounded queue -> proxy (on /v1/ only)
 //! upstream: metrics (client) -> classified retry -> deadline propagation -> hyper-util client
 //! ```
 //!
-//! Every optional layer goes through `ServiceBuilder::option_layer`: off means the layer is
-//! absent, not configured to do nothing. The two branches of the resulting `Either` must have
-//! the same response type, so each optional layer is followed by [`BodyLayer`], which turns its
-//! response body back into `axum::body::Body`.
+//! Off means the layer is absent, not configured to do nothing: optional HTTP layers go through
+//! [`optional`], and the router is wrapped only in the layers that are on.
 
-use std::marker::PhantomData;
+use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
-use axum::routing::{any, get};
+use axum::handler::Handler;
+use axum::routing::get;
+use bytes::Bytes;
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
+use http_body_util::Either;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use opentelemetry::metrics::Meter;
-use tower::layer::util::{Identity, Stack};
-use tower::util::{BoxCloneSyncService, MapResponse};
-use tower::{BoxError, Layer, Service, ServiceBuilder};
+use tower::{BoxError, Service, ServiceBuilder};
 use tower_bounded_queue::{BoundedQueueLayer, QueueHandle, QueueStatus, X_OVERLOAD_STATUS};
 use tower_deadline::{ConnectDeadline, DeadlineLayer, PropagateDeadlineLayer};
 use tower_metrics_layer::prometheus::PrometheusMetrics;
-use tower_metrics_layer::{LabelGuard, MetricsLayer};
+use tower_metrics_layer::{LabelGuard, MetricsLayer, RequestHead};
 use tower_retry_classified::{Backoff, ReplayBody, RetryLayer};
 
 use crate::config::{Settings, Upstream};
+use crate::optional::optional;
 use crate::proxy::{self, Gateway, Provider};
 use crate::routing;
 
-/// The client stack of one provider, type-erased so providers fit in one `Vec`.
-pub type UpstreamService = BoxCloneSyncService<Request<Body>, Response<Body>, BoxError>;
-
 /// The shared hyper-util client: connects bounded by min(connect timeout, request deadline).
 pub type HttpClient = Client<ConnectDeadline<HttpConnector>, Body>;
-
-/// Converts the response body of the wrapped service to `axum::body::Body`.
-pub struct BodyLayer<B>(PhantomData<fn() -> B>);
-
-impl<B> BodyLayer<B> {
-    pub fn new() -> Self {
-        Self(PhantomData)
-    }
-}
-
-impl<B> Clone for BodyLayer<B> {
-    fn clone(&self) -> Self {
-        Self::new()
-    }
-}
-
-impl<S, B, ResBody> Layer<S> for BodyLayer<B>
-where
-    S: Service<Request<B>, Response = Response<ResBody>>,
-    ResBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    ResBody::Error: Into<BoxError>,
-{
-    type Service = MapResponse<S, fn(Response<ResBody>) -> Response<Body>>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        MapResponse::new(inner, proxy::into_body::<ResBody>)
-    }
-}
-
-/// `layer`, then its response body back to `Body`: one branch of an `option_layer`.
-fn normalized<L>(layer: L) -> ServiceBuilder<Stack<L, Stack<BodyLayer<Body>, Identity>>> {
-    ServiceBuilder::new().layer(BodyLayer::new()).layer(layer)
-}
 
 pub fn http_client(settings: &Settings) -> HttpClient {
     let mut http = HttpConnector::new();
@@ -81,16 +46,25 @@ pub fn http_client(settings: &Settings) -> HttpClient {
     Client::builder(TokioExecutor::new()).build(connector)
 }
 
-/// The client stack for one provider.
+/// The client stack for one provider. Every provider gets the same (unnamed) type, so the
+/// proxy calls it directly: no boxed service to clone, no boxed future per call.
 pub fn upstream_service(
     upstream: &Upstream,
     client: HttpClient,
     settings: &Settings,
     meter: Option<&Meter>,
-) -> UpstreamService {
+) -> impl Service<
+    Request<Body>,
+    Response = Response<impl http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static>,
+    Error = BoxError,
+    Future: Send + 'static,
+> + Clone
++ Send
++ Sync
++ 'static {
     let flags = settings.flags;
-    let metrics = meter
-        .map(|meter| normalized(MetricsLayer::http_client(meter).provider(upstream.name.clone())));
+    let metrics =
+        meter.map(|meter| MetricsLayer::http_client(meter).provider(upstream.name.clone()));
     let retry = flags.retry.then(|| {
         let mut layer = RetryLayer::http()
             .max_retries(settings.retry_max)
@@ -110,28 +84,63 @@ pub fn upstream_service(
             None => layer,
         }
     });
-    let base = upstream.base.clone();
-    let stack = ServiceBuilder::new()
-        .option_layer(metrics)
-        .map_request(move |request| to_upstream(request, &base))
+    let target = UpstreamTarget::new(&upstream.base);
+    ServiceBuilder::new()
+        .layer(optional(metrics))
+        .map_request(move |request| target.apply(request))
         .option_layer(retry)
         .option_layer(propagate)
-        .layer(BodyLayer::new())
         .map_err(Into::<BoxError>::into)
-        .service(client);
-    BoxCloneSyncService::new(stack)
+        .service(client)
 }
 
-/// Turns an origin-form request (path and query, `Host` = provider name) into one for the
-/// provider's real URL; the client sets `Host` from it.
-fn to_upstream(mut request: Request<Body>, base: &str) -> Request<Body> {
-    let path_and_query = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    // `base` was validated at startup and the path came from a parsed URI, so this parses.
-    if let Ok(uri) = format!("{base}{path_and_query}").parse::<Uri>() {
-        *request.uri_mut() = uri;
-        request.headers_mut().remove(http::header::HOST);
+/// Where a provider's requests go: its base URL, split once at startup.
+#[derive(Clone)]
+struct UpstreamTarget {
+    scheme: Scheme,
+    authority: Authority,
+    /// The base URL's path without trailing slash; usually empty.
+    prefix: String,
+}
+
+impl UpstreamTarget {
+    fn new(base: &str) -> Self {
+        // `base` was validated at startup (`http://host:port` plus an optional path).
+        let uri: Uri = base.parse().unwrap_or_default();
+        Self {
+            scheme: uri.scheme().cloned().unwrap_or(Scheme::HTTP),
+            authority: uri
+                .authority()
+                .cloned()
+                .unwrap_or_else(|| Authority::from_static("localhost")),
+            prefix: uri.path().trim_end_matches('/').to_string(),
+        }
     }
-    request
+
+    /// Turns an origin-form request (path and query, `Host` = provider name) into one for the
+    /// provider's real URL; the client sets `Host` from it. Without a prefix this reuses the
+    /// request's path: no string is built or parsed.
+    fn apply(&self, mut request: Request<Body>) -> Request<Body> {
+        let path_and_query = request
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let path_and_query = if self.prefix.is_empty() {
+            Some(path_and_query)
+        } else {
+            format!("{}{path_and_query}", self.prefix).parse().ok()
+        };
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = path_and_query;
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *request.uri_mut() = uri;
+            request.headers_mut().remove(http::header::HOST);
+        }
+        request
+    }
 }
 
 /// `Host` naming a provider for the client metrics: `name:port` of its base URL.
@@ -146,9 +155,25 @@ fn provider_host(upstream: &Upstream) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("upstream"))
 }
 
-/// What `main` needs besides the router: the queue (for drain and readiness).
-pub struct Built {
-    pub app: Router,
+/// The proxied routes: every method, every path under `/v1/`.
+const PROXY_ROUTE: &str = "/v1/{*path}";
+
+/// `http.route` of the server metrics. They wrap the whole router (counting 404s too), where
+/// axum's `MatchedPath` is not yet set, so the templates are named here; unknown paths get
+/// none, never the raw path, so they add no series.
+fn route_template(head: &RequestHead<'_>) -> Option<&'static str> {
+    match head.uri().path() {
+        path if path.len() > "/v1/".len() && path.starts_with("/v1/") => Some(PROXY_ROUTE),
+        "/healthz" => Some("/healthz"),
+        "/readyz" => Some("/readyz"),
+        "/metrics" => Some("/metrics"),
+        _ => None,
+    }
+}
+
+/// What `main` needs: the service to serve and the queue (for drain and readiness).
+pub struct Built<S> {
+    pub app: S,
     pub queue: Option<QueueHandle>,
 }
 
@@ -157,12 +182,17 @@ pub fn build(
     settings: &Settings,
     upstreams: &[Upstream],
     metrics: Option<&PrometheusMetrics>,
-) -> Built {
+) -> Built<
+    impl Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send + 'static>
+    + Clone
+    + Send
+    + 'static,
+> {
     let meter = metrics.map(|m| m.meter("gateway"));
     let flags = settings.flags;
 
     let client = http_client(settings);
-    let providers: Vec<Provider> = upstreams
+    let providers: Vec<_> = upstreams
         .iter()
         .map(|u| Provider {
             name: u.name.clone(),
@@ -181,10 +211,10 @@ pub fn build(
 
     let deadline = flags.timeout.then(|| {
         let layer = DeadlineLayer::http().max(settings.timeout);
-        normalized(match &meter {
+        match &meter {
             Some(meter) => layer.meter(meter),
             None => layer,
-        })
+        }
     });
     let queue = flags.queue.then(|| {
         let mut layer = BoundedQueueLayer::new(settings.max_concurrency)
@@ -196,33 +226,41 @@ pub fn build(
         layer.http().status_header(X_OVERLOAD_STATUS)
     });
     let queue_handle = queue.as_ref().map(|q| q.handle());
-    let incoming = ServiceBuilder::new()
-        .option_layer(deadline)
-        .option_layer(queue.map(normalized));
 
+    // The proxy route is one concrete stack (deadline, queue, handler) boxed once by the router;
+    // `route_layer` would box the route again per layer and clone each box on every request.
+    let proxy = proxy::proxy.with_state(gateway);
+    let proxy = ServiceBuilder::new()
+        .layer(optional(deadline))
+        .layer(optional(queue))
+        .service(proxy);
     let mut app = Router::new()
-        .route("/v1/{*path}", any(proxy::proxy))
-        .route_layer(incoming)
-        .with_state(gateway)
+        .route_service(PROXY_ROUTE, proxy)
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz).with_state(queue_handle.clone()));
     if let Some(prometheus) = metrics {
         app = app.route("/metrics", get(prometheus.handler()));
     }
     let server_metrics = meter.as_ref().map(|meter| {
-        normalized(
-            MetricsLayer::http_server(meter)
-                .active_requests(true)
-                .label_from_header(
-                    "tenant",
-                    HeaderName::from_static("x-tenant-id"),
-                    LabelGuard::allowlist(settings.tenant_allowlist.iter().cloned()),
-                ),
-        )
+        MetricsLayer::http_server(meter)
+            .active_requests(true)
+            .route_fn(route_template)
+            .label_from_header(
+                "tenant",
+                HeaderName::from_static("x-tenant-id"),
+                LabelGuard::allowlist(settings.tenant_allowlist.iter().cloned()),
+            )
     });
-    // `Router::layer` runs after routing, so `http.route` is the matched template
-    // (`/v1/{*path}`); unknown paths have no route label, never the raw path.
-    let app = app.layer(ServiceBuilder::new().option_layer(server_metrics));
+    let app = ServiceBuilder::new()
+        .map_response(|response: Response<Either<_, Body>>| {
+            response.map(|body| match body {
+                Either::Left(metered) => Body::new(metered),
+                // Already the router's `Body`: boxing it again would cost an allocation.
+                Either::Right(body) => body,
+            })
+        })
+        .layer(optional(server_metrics))
+        .service(app);
     Built {
         app,
         queue: queue_handle,
