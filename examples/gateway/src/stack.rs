@@ -24,6 +24,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use opentelemetry::metrics::Meter;
+use tower::util::MapRequestLayer;
 use tower::{BoxError, Service, ServiceBuilder};
 use tower_bounded_queue::{BoundedQueueLayer, QueueHandle, QueueStatus, X_OVERLOAD_STATUS};
 use tower_deadline::{ConnectDeadline, DeadlineLayer, PropagateDeadlineLayer};
@@ -36,8 +37,12 @@ use crate::optional::optional;
 use crate::proxy::{self, Gateway, Provider};
 use crate::routing;
 
+/// What the client sends: the retry layer's replayable body when retries are on, else the
+/// caller's body as it came. Either way nothing is boxed again on its way out.
+pub type UpstreamBody = Either<ReplayBody<Body>, Body>;
+
 /// The shared hyper-util client: connects bounded by min(connect timeout, request deadline).
-pub type HttpClient = Client<ConnectDeadline<HttpConnector>, Body>;
+pub type HttpClient = Client<ConnectDeadline<HttpConnector>, UpstreamBody>;
 
 pub fn http_client(settings: &Settings) -> HttpClient {
     let mut http = HttpConnector::new();
@@ -65,18 +70,24 @@ pub fn upstream_service(
     let flags = settings.flags;
     let metrics =
         meter.map(|meter| MetricsLayer::http_client(meter).provider(upstream.name.clone()));
-    let retry = flags.retry.then(|| {
+    // The retry layer hands its inner service `ReplayBody<Body>`; without it the body is `Body`.
+    let retry = if flags.retry {
         let mut layer = RetryLayer::http()
             .max_retries(settings.retry_max)
             .backoff(Backoff::exponential(settings.retry_base));
         if let Some(meter) = meter {
             layer = layer.meter(meter);
         }
-        // The retry layer hands its inner service `ReplayBody<Body>`; the client takes `Body`.
-        ServiceBuilder::new()
-            .layer(layer)
-            .map_request(|request: Request<ReplayBody<Body>>| request.map(Body::new))
-    });
+        tower::util::Either::Left(
+            ServiceBuilder::new()
+                .layer(layer)
+                .map_request(|request: Request<ReplayBody<Body>>| request.map(Either::Left)),
+        )
+    } else {
+        tower::util::Either::Right(MapRequestLayer::new(|request: Request<Body>| {
+            request.map(Either::Right)
+        }))
+    };
     let propagate = flags.timeout.then(|| {
         let layer = PropagateDeadlineLayer::new();
         match meter {
@@ -88,7 +99,7 @@ pub fn upstream_service(
     ServiceBuilder::new()
         .layer(optional(metrics))
         .map_request(move |request| target.apply(request))
-        .option_layer(retry)
+        .layer(retry)
         .option_layer(propagate)
         .map_err(Into::<BoxError>::into)
         .service(client)
