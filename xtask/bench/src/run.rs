@@ -22,7 +22,9 @@ struct Settings {
 impl Settings {
     fn full() -> Self {
         Self {
-            rounds: 3,
+            // Five rather than the minimum three: this shared 2-core machine has bursts of
+            // outside load that can take a whole 10 s run, and the median of five shrugs off two.
+            rounds: 5,
             throughput_secs: 10,
             connections: 64,
             overload_secs: 20,
