@@ -10,6 +10,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use axum::Router;
 use axum::body::Body;
@@ -44,18 +45,42 @@ pub type UpstreamBody = Either<ReplayBody<Body>, Body>;
 /// The shared hyper-util client: connects bounded by min(connect timeout, request deadline).
 pub type HttpClient = Client<ConnectDeadline<HttpConnector>, UpstreamBody>;
 
-pub fn http_client(settings: &Settings) -> HttpClient {
+pub fn http_client(settings: &Settings) -> SharedClient {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     let connector = ConnectDeadline::new(http).budget(settings.connect_timeout);
-    Client::builder(TokioExecutor::new()).build(connector)
+    SharedClient(Arc::new(
+        Client::builder(TokioExecutor::new()).build(connector),
+    ))
+}
+
+/// The client behind one `Arc`. The layers above clone their inner service on every call (the
+/// proxy clones the provider's stack per request, the retry layer keeps a clone per call), and
+/// cloning a `Client` itself bumps several reference counts that both cores keep touching;
+/// this bumps one. `Client::request` takes `&self`, so nothing is lost.
+#[derive(Clone)]
+pub struct SharedClient(Arc<HttpClient>);
+
+impl Service<Request<UpstreamBody>> for SharedClient {
+    type Response = Response<hyper::body::Incoming>;
+    type Error = hyper_util::client::legacy::Error;
+    type Future = hyper_util::client::legacy::ResponseFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // hyper-util's client is always ready: it waits for a pooled connection in the future.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<UpstreamBody>) -> Self::Future {
+        self.0.request(request)
+    }
 }
 
 /// The client stack for one provider. Every provider gets the same (unnamed) type, so the
 /// proxy calls it directly: no boxed service to clone, no boxed future per call.
 pub fn upstream_service(
     upstream: &Upstream,
-    client: HttpClient,
+    client: SharedClient,
     settings: &Settings,
     meter: Option<&Meter>,
 ) -> impl Service<
