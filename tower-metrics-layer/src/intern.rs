@@ -4,12 +4,21 @@
 //! is seen it gets an id (until the table is full); afterwards the hot path is one
 //! lock-free probe and no allocation.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use opentelemetry::StringValue;
 
 use crate::table::Table;
 
+/// Slots of the by-address cache for `&'static str` values (route templates from a `route_fn`).
+const STATIC_SLOTS: usize = 16;
+/// Bits of a packed cache entry holding the id: table indices stay below 2^17.
+const ID_BITS: u32 = 17;
+
 pub(crate) struct Interner {
     table: Table<Box<str>, StringValue>,
+    /// `address << ID_BITS | id` of recently seen `&'static str` values; 0 is empty.
+    statics: [AtomicU64; STATIC_SLOTS],
     seeded: usize,
     /// Longer values are never admitted: they are almost certainly not a label.
     max_len: usize,
@@ -36,8 +45,36 @@ impl Interner {
         Self {
             seeded: table.len(),
             table,
+            statics: std::array::from_fn(|_| AtomicU64::new(0)),
             max_len,
         }
+    }
+
+    /// [`lookup`](Self::lookup) for a value that lives forever, such as a route template a
+    /// `route_fn` returns: it is found by its address (one atomic load and a length check)
+    /// instead of being hashed and compared on every request.
+    #[inline]
+    pub(crate) fn lookup_static(&self, raw: &'static str) -> Option<u32> {
+        let address = raw.as_ptr() as u64;
+        if address >> (64 - ID_BITS) != 0 {
+            return self.lookup(raw);
+        }
+        let slot = &self.statics[(address as usize >> 3) % STATIC_SLOTS];
+        let packed = slot.load(Ordering::Relaxed);
+        if packed >> ID_BITS == address {
+            let id = (packed & ((1 << ID_BITS) - 1)) as u32;
+            // Same address and same length: the same bytes (a shorter `&'static str` may start
+            // at the same address, hence the length).
+            if self.table.slot(id).is_some_and(|(k, _)| k.len() == raw.len()) {
+                return Some(id);
+            }
+        }
+        let id = self.lookup(raw)?;
+        // One word holds both halves, so a reader never pairs an address with another's id.
+        if u64::from(id) >> ID_BITS == 0 {
+            slot.store(address << ID_BITS | u64::from(id), Ordering::Relaxed);
+        }
+        Some(id)
     }
 
     /// The id of `raw`, admitting it if there is room; `None` when it is refused.
@@ -92,6 +129,21 @@ mod tests {
         assert_eq!(t.value(b).unwrap().as_str(), "b");
         assert_eq!(t.value(seed).unwrap().as_str(), "seed");
         assert_eq!(t.len(), 3);
+        assert_eq!(t.admitted(), 2);
+    }
+
+    #[test]
+    fn static_values_are_found_by_address_and_checked_by_length() {
+        static TEMPLATE: &str = "/users/{id}/orders";
+        let t = Interner::new(Vec::new(), 4, 64);
+        let long = t.lookup_static(TEMPLATE).unwrap();
+        assert_eq!(t.lookup_static(TEMPLATE), Some(long), "cached by address");
+        // A prefix of the same static string starts at the same address.
+        let short = t.lookup_static(&TEMPLATE[..6]).unwrap();
+        assert_ne!(short, long);
+        assert_eq!(t.value(short).unwrap().as_str(), "/users");
+        assert_eq!(t.lookup_static(TEMPLATE), Some(long));
+        assert_eq!(t.lookup("/users/{id}/orders"), Some(long), "same id as by value");
         assert_eq!(t.admitted(), 2);
     }
 

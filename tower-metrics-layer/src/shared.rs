@@ -218,7 +218,10 @@ impl Shared {
     fn route_id(&self, head: &RequestHead<'_>) -> u32 {
         if let Some(f) = &self.config.route_fn {
             return match f(head) {
-                Some(route) => self.intern(&self.targets, route, "http.route"),
+                Some(route) => match self.targets.lookup_static(route) {
+                    Some(id) => id,
+                    None => self.overflowed("http.route"),
+                },
                 None => NONE_U32,
             };
         }
@@ -235,13 +238,17 @@ impl Shared {
     fn intern(&self, table: &Interner, value: &str, dimension: &'static str) -> u32 {
         match table.lookup(value) {
             Some(id) => id,
-            None => {
-                self.instruments
-                    .overflow
-                    .add(1, &[KeyValue::new("dimension", dimension)]);
-                NONE_U32
-            }
+            None => self.overflowed(dimension),
         }
+    }
+
+    /// Counts a value refused by a full table; the request records no such attribute.
+    #[cold]
+    fn overflowed(&self, dimension: &'static str) -> u32 {
+        self.instruments
+            .overflow
+            .add(1, &[KeyValue::new("dimension", dimension)]);
+        NONE_U32
     }
 
     /// Enters the request into `active_requests`, if recorded.
