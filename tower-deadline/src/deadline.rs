@@ -1,14 +1,40 @@
 //! The [`Deadline`] type: an absolute point on tokio's clock, carried in request extensions and in a
 //! task-local scope.
 
+use std::cell::Cell;
 use std::fmt;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-tokio::task_local! {
-    // The deadline of the work the current task is doing, for code that has no request at hand.
-    static CURRENT: Scope;
+thread_local! {
+    // The deadline of the work this thread is polling, for code that has no request at hand. Set
+    // only for the duration of one poll (or one synchronous call), so it follows the task: a
+    // plain `Cell` swap instead of `tokio::task_local!`'s `RefCell`, because every request
+    // through our layers enters it on each poll.
+    static CURRENT: Cell<Option<Scope>> = const { Cell::new(None) };
+}
+
+/// The scope this thread is in, if any.
+fn current_scope() -> Option<Scope> {
+    CURRENT.try_with(Cell::get).ok().flatten()
+}
+
+/// Runs `f` with `scope` as the current one, restoring the previous one afterwards (also when
+/// `f` panics).
+fn with_scope<R>(scope: Scope, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<Scope>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let _ = CURRENT.try_with(|current| current.set(self.0));
+        }
+    }
+    // Thread-local storage being torn down: run without a scope rather than fail.
+    let Ok(previous) = CURRENT.try_with(|current| current.replace(Some(scope))) else {
+        return f();
+    };
+    let _restore = Restore(previous);
+    f()
 }
 
 /// What the task-local holds: the deadline, and whether an enclosing future of ours enforces it
@@ -105,7 +131,7 @@ impl Deadline {
     /// The server layer ([`DeadlineLayer`](crate::DeadlineLayer)) and the helpers
     /// ([`enforce`](crate::enforce)) set it around the futures they run.
     pub fn current() -> Option<Deadline> {
-        CURRENT.try_with(|scope| scope.deadline).ok()
+        current_scope().map(|scope| scope.deadline)
     }
 
     /// The deadline stored in request extensions, if any.
@@ -137,14 +163,14 @@ impl Deadline {
 
     /// Runs `f` synchronously with this deadline (or an earlier enclosing one) as the current one.
     pub fn sync_scope<R>(self, f: impl FnOnce() -> R) -> R {
-        CURRENT.sync_scope(self.visible_scope(), f)
+        with_scope(self.visible_scope(), f)
     }
 
     /// The scope seen inside a plain (non-enforcing) scope of this deadline: the enclosing one if
     /// that is at least as tight (keeping its enforcement), else this one, unenforced.
     fn visible_scope(self) -> Scope {
-        match CURRENT.try_with(|scope| *scope) {
-            Ok(outer) if outer.deadline <= self => outer,
+        match current_scope() {
+            Some(outer) if outer.deadline <= self => outer,
             _ => Scope {
                 deadline: self,
                 enforced: false,
@@ -159,15 +185,13 @@ impl Deadline {
             deadline: self,
             enforced: true,
         };
-        CURRENT.sync_scope(scope, f)
+        with_scope(scope, f)
     }
 
     /// Whether an enclosing future of ours already enforces a deadline no later than this one,
     /// so a timer for this one would never fire first.
     pub(crate) fn is_enforced_around(self) -> bool {
-        CURRENT
-            .try_with(|scope| scope.enforced && scope.deadline <= self)
-            .unwrap_or(false)
+        current_scope().is_some_and(|scope| scope.enforced && scope.deadline <= self)
     }
 }
 
@@ -202,7 +226,7 @@ impl<F: std::future::Future> std::future::Future for Scoped<F> {
         let this = self.project();
         let scope = this.deadline.visible_scope();
         let inner = this.inner;
-        CURRENT.sync_scope(scope, || inner.poll(cx))
+        with_scope(scope, || inner.poll(cx))
     }
 }
 

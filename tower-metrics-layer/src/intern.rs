@@ -65,7 +65,11 @@ impl Interner {
             let id = (packed & ((1 << ID_BITS) - 1)) as u32;
             // Same address and same length: the same bytes (a shorter `&'static str` may start
             // at the same address, hence the length).
-            if self.table.slot(id).is_some_and(|(k, _)| k.len() == raw.len()) {
+            if self
+                .table
+                .slot(id)
+                .is_some_and(|(k, _)| k.len() == raw.len())
+            {
                 return Some(id);
             }
         }
@@ -143,7 +147,11 @@ mod tests {
         assert_ne!(short, long);
         assert_eq!(t.value(short).unwrap().as_str(), "/users");
         assert_eq!(t.lookup_static(TEMPLATE), Some(long));
-        assert_eq!(t.lookup("/users/{id}/orders"), Some(long), "same id as by value");
+        assert_eq!(
+            t.lookup("/users/{id}/orders"),
+            Some(long),
+            "same id as by value"
+        );
         assert_eq!(t.admitted(), 2);
     }
 
