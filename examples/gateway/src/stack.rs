@@ -310,3 +310,50 @@ async fn readyz(State(queue): State<Option<QueueHandle>>) -> (StatusCode, &'stat
         None => (StatusCode::OK, "ready"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forwarded(base: &str, uri: &str) -> (String, bool) {
+        let mut request = Request::new(Body::empty());
+        *request.uri_mut() = uri.parse().unwrap();
+        request
+            .headers_mut()
+            .insert(http::header::HOST, HeaderValue::from_static("provider:80"));
+        let request = UpstreamTarget::new(base).apply(request);
+        let has_host = request.headers().contains_key(http::header::HOST);
+        (request.uri().to_string(), has_host)
+    }
+
+    #[test]
+    fn requests_go_to_the_provider_url_with_path_and_query() {
+        assert_eq!(
+            forwarded("http://127.0.0.1:9000", "/v1/chat?stream=1"),
+            ("http://127.0.0.1:9000/v1/chat?stream=1".to_string(), false)
+        );
+        assert_eq!(
+            forwarded("http://10.0.0.1/api", "/v1/chat?stream=1"),
+            ("http://10.0.0.1/api/v1/chat?stream=1".to_string(), false)
+        );
+        assert_eq!(
+            forwarded("https://example.test:8443/api/", "/v1/x"),
+            ("https://example.test:8443/api/v1/x".to_string(), false)
+        );
+    }
+
+    #[test]
+    fn route_templates_name_known_routes_and_nothing_else() {
+        let route = |path: &str| {
+            let request = Request::get(path).body(()).unwrap();
+            route_template(&RequestHead::of(&request))
+        };
+        assert_eq!(route("/v1/chat/completions"), Some(PROXY_ROUTE));
+        assert_eq!(route("/v1/"), None, "axum's wildcard needs a segment");
+        assert_eq!(route("/v1"), None);
+        assert_eq!(route("/healthz"), Some("/healthz"));
+        assert_eq!(route("/readyz"), Some("/readyz"));
+        assert_eq!(route("/metrics"), Some("/metrics"));
+        assert_eq!(route("/admin/secret-123"), None);
+    }
+}
