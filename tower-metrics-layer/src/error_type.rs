@@ -8,13 +8,13 @@ type BoxError = Box<dyn Error + Send + Sync>;
 /// A name for well-known errors, looked up on the error itself or, for boxed
 /// errors, along its `source()` chain.
 pub(crate) fn builtin(err: &dyn Any) -> Option<&'static str> {
-    if let Some(name) = name_of_any(err) {
+    if let Some(name) = name_of(err) {
         return Some(name);
     }
     let boxed = err.downcast_ref::<BoxError>()?;
     let mut next: Option<&(dyn Error + 'static)> = Some(&**boxed);
     while let Some(e) = next {
-        if let Some(name) = name_of_error(e) {
+        if let Some(name) = name_of(e) {
             return Some(name);
         }
         next = e.source();
@@ -22,32 +22,35 @@ pub(crate) fn builtin(err: &dyn Any) -> Option<&'static str> {
     None
 }
 
-fn name_of_any(err: &dyn Any) -> Option<&'static str> {
-    if let Some(io) = err.downcast_ref::<std::io::Error>() {
-        return (io.kind() == std::io::ErrorKind::TimedOut).then_some("timeout");
-    }
-    #[cfg(feature = "deadline")]
-    {
-        if err.is::<tower_deadline::DeadlineExceeded>() {
-            return Some("timeout");
-        }
-        if err.is::<tower_deadline::ConnectTimeout>() {
-            return Some("connect_timeout");
-        }
-    }
-    None
+/// The two views an error is met in: the inner service's own error type (`dyn Any`) and a
+/// link of a boxed error's `source()` chain (`dyn Error`). Both can downcast, so one list of
+/// well-known errors serves both.
+trait Downcast {
+    fn get<T: Error + 'static>(&self) -> Option<&T>;
 }
 
-fn name_of_error(err: &(dyn Error + 'static)) -> Option<&'static str> {
-    if let Some(io) = err.downcast_ref::<std::io::Error>() {
+impl Downcast for dyn Any {
+    fn get<T: Error + 'static>(&self) -> Option<&T> {
+        self.downcast_ref()
+    }
+}
+
+impl Downcast for dyn Error + 'static {
+    fn get<T: Error + 'static>(&self) -> Option<&T> {
+        self.downcast_ref()
+    }
+}
+
+fn name_of<E: Downcast + ?Sized>(err: &E) -> Option<&'static str> {
+    if let Some(io) = err.get::<std::io::Error>() {
         return (io.kind() == std::io::ErrorKind::TimedOut).then_some("timeout");
     }
     #[cfg(feature = "deadline")]
     {
-        if err.is::<tower_deadline::DeadlineExceeded>() {
+        if err.get::<tower_deadline::DeadlineExceeded>().is_some() {
             return Some("timeout");
         }
-        if err.is::<tower_deadline::ConnectTimeout>() {
+        if err.get::<tower_deadline::ConnectTimeout>().is_some() {
             return Some("connect_timeout");
         }
     }
