@@ -193,18 +193,23 @@ fn provider_host(upstream: &Upstream) -> HeaderValue {
 
 /// The proxied routes: every method, every path under `/v1/`.
 const PROXY_ROUTE: &str = "/v1/{*path}";
+/// What a path needs to start with (and go beyond) to match [`PROXY_ROUTE`].
+const PROXY_PREFIX: &str = "/v1/";
+const HEALTHZ: &str = "/healthz";
+const READYZ: &str = "/readyz";
+const METRICS: &str = "/metrics";
 
 /// `http.route` of the server metrics. They wrap the whole router (counting 404s too), where
 /// axum's `MatchedPath` is not yet set, so the templates are named here; unknown paths get
 /// none, never the raw path, so they add no series.
 fn route_template(head: &RequestHead<'_>) -> Option<&'static str> {
-    match head.uri().path() {
-        path if path.len() > "/v1/".len() && path.starts_with("/v1/") => Some(PROXY_ROUTE),
-        "/healthz" => Some("/healthz"),
-        "/readyz" => Some("/readyz"),
-        "/metrics" => Some("/metrics"),
-        _ => None,
+    let path = head.uri().path();
+    if path.len() > PROXY_PREFIX.len() && path.starts_with(PROXY_PREFIX) {
+        return Some(PROXY_ROUTE);
     }
+    [HEALTHZ, READYZ, METRICS]
+        .into_iter()
+        .find(|route| *route == path)
 }
 
 /// What `main` needs: the service to serve and the queue (for drain and readiness).
@@ -272,10 +277,10 @@ pub fn build(
         .service(proxy);
     let mut app = Router::new()
         .route_service(PROXY_ROUTE, proxy)
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz).with_state(queue_handle.clone()));
+        .route(HEALTHZ, get(|| async { "ok" }))
+        .route(READYZ, get(readyz).with_state(queue_handle.clone()));
     if let Some(prometheus) = metrics {
-        app = app.route("/metrics", get(prometheus.handler()));
+        app = app.route(METRICS, get(prometheus.handler()));
     }
     let server_metrics = meter.as_ref().map(|meter| {
         MetricsLayer::http_server(meter)
