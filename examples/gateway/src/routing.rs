@@ -113,7 +113,12 @@ impl Router {
     }
 
     fn now_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
+        self.ms_at(Instant::now())
+    }
+
+    /// `at` in milliseconds since the router started: the clock health decisions use.
+    fn ms_at(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.started).as_millis() as u64
     }
 
     fn healthy(&self, index: usize, now_ms: u64) -> bool {
@@ -123,8 +128,9 @@ impl Router {
 
     /// Chooses a provider and records the decision.
     pub fn pick(&self) -> (usize, Reason) {
+        // One clock read serves both the health check and the decision's duration.
         let started = Instant::now();
-        let (index, reason) = self.choose();
+        let (index, reason) = self.choose(self.ms_at(started));
         let series = index * Reason::ALL.len() + reason as usize;
         let (decisions, duration) = self.bound[series].get_or_init(|| {
             let attributes = &self.attributes[series];
@@ -138,9 +144,8 @@ impl Router {
         (index, reason)
     }
 
-    fn choose(&self) -> (usize, Reason) {
+    fn choose(&self, now: u64) -> (usize, Reason) {
         let n = self.health.len();
-        let now = self.now_ms();
         match self.mode {
             Routing::RoundRobin => {
                 let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
