@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
 
+use crate::bounded::Elapsed;
 use crate::metrics::Metrics;
 use crate::{Deadline, DeadlineExceeded, Stage};
 
@@ -112,11 +113,7 @@ impl<F: Future> Future for Enforced<F> {
         this.inner.set(None);
         // Failure path only: fetch the global meter here rather than keep state around.
         Metrics::new(None).exceeded(Stage::Operation);
-        Poll::Ready(Err(DeadlineExceeded::new(
-            Stage::Operation,
-            deadline.instant().saturating_duration_since(start),
-            start.elapsed(),
-        )))
+        Poll::Ready(Err(Elapsed { start, deadline }.into_error(Stage::Operation)))
     }
 }
 
