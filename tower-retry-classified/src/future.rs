@@ -75,9 +75,7 @@ where
         facts: Facts,
         start: Instant,
     ) -> Self {
-        let timeout = config
-            .attempt_timeout
-            .map(|t| Box::pin(tokio::time::sleep_until(start + t.min(config.max_total))));
+        let timeout = attempt_timer(&config, start);
         Self {
             state: State::Calling { future, timeout },
             service,
@@ -168,16 +166,21 @@ where
                         return Poll::Ready(Err("retry request missing".into()));
                     };
                     *this.attempts += 1;
-                    let timeout = this
-                        .config
-                        .attempt_timeout
-                        .map(|t| Box::pin(tokio::time::sleep(t)));
+                    let timeout = attempt_timer(this.config, Instant::now());
                     let future = this.service.call(*request);
                     this.state.set(State::Calling { future, timeout });
                 }
             }
         }
     }
+}
+
+/// The timer cutting an attempt sent at `sent`, if a per-attempt timeout is set; clamped to the
+/// total retry time (which may have been set after the timeout).
+fn attempt_timer<C>(config: &Config<C>, sent: Instant) -> Option<Pin<Box<Sleep>>> {
+    config
+        .attempt_timeout
+        .map(|t| Box::pin(tokio::time::sleep_until(sent + t.min(config.max_total))))
 }
 
 #[allow(clippy::too_many_arguments)]
