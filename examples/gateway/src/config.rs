@@ -29,6 +29,15 @@ pub struct Args {
     )]
     pub listen: String,
 
+    /// Worker threads, each serving its own connections on its own runtime; 0: one per core.
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        env = "GATEWAY_WORKERS",
+        default_value = "0"
+    )]
+    pub workers: String,
+
     /// Upstream providers, `name=url,...` (http only). Unset: an embedded demo provider.
     #[arg(long, allow_hyphen_values = true, env = "GATEWAY_UPSTREAMS")]
     pub upstreams: Option<String>,
@@ -197,6 +206,8 @@ pub struct Demo {
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub listen: SocketAddr,
+    /// Worker threads (at least 1; `GATEWAY_WORKERS=0` resolves to the number of cores).
+    pub workers: usize,
     /// `None`: start the embedded demo provider.
     pub upstreams: Option<Vec<Upstream>>,
     pub routing: Routing,
@@ -382,8 +393,13 @@ impl Settings {
             }
         };
         const DAY_MS: u64 = 86_400_000;
+        let workers = match parse_number("GATEWAY_WORKERS", &args.workers, 0, 1024)? {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
         Ok(Settings {
             listen,
+            workers,
             upstreams,
             routing,
             max_concurrency: parse_number(
@@ -481,6 +497,7 @@ mod tests {
             (&["--timeout-ms", "abc"], "GATEWAY_TIMEOUT_MS"),
             (&["--connect-timeout-ms", "0"], "GATEWAY_CONNECT_TIMEOUT_MS"),
             (&["--retry-max", "1e3"], "GATEWAY_RETRY_MAX"),
+            (&["--workers", "2000"], "GATEWAY_WORKERS"),
             (&["--retry-base-ms", ""], "GATEWAY_RETRY_BASE_MS"),
             (&["--demo-failure-rate", "1.5"], "GATEWAY_DEMO_FAILURE_RATE"),
             (&["--upstreams", "a=https://x"], "GATEWAY_UPSTREAMS"),

@@ -8,15 +8,14 @@ mod demo_provider;
 mod optional;
 mod proxy;
 mod routing;
+mod serve;
 mod stack;
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use tokio::sync::Notify;
 use tower_metrics_layer::prometheus::PrometheusMetrics;
 
 use crate::config::{Args, Settings, Upstream};
@@ -58,7 +57,9 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "gateway=info".into()),
         )
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // Set-up, signals and the embedded demo provider; requests are served on the workers'
+    // runtimes (`serve`).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
@@ -78,10 +79,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
-    let listener = tokio::net::TcpListener::bind(settings.listen)
-        .await
+    let listeners = serve::bind(settings.listen, settings.workers)
         .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
-    let addr = listener.local_addr()?;
+    let addr = listeners[0].local_addr()?;
 
     let upstreams = match &settings.upstreams {
         Some(list) => list.clone(),
@@ -103,9 +103,11 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!(
         flags = ?settings.flags,
         routing = ?settings.routing,
+        workers = listeners.len(),
         providers = ?upstreams.iter().map(|u| &u.name).collect::<Vec<_>>(),
         "gateway ready"
     );
+    let mut workers = serve::start(listeners, built.app)?;
 
     // Scripts and tests wait for this line; flush before serving.
     let mut stdout = std::io::stdout().lock();
@@ -113,36 +115,21 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     stdout.flush()?;
     drop(stdout);
 
-    let signalled = Arc::new(Notify::new());
-    let shutdown = {
-        let signalled = Arc::clone(&signalled);
-        async move {
-            wait_for_signal().await;
-            tracing::info!("signal received: no new connections, draining in-flight requests");
-            signalled.notify_one();
-        }
-    };
-    let server = axum::serve(listener, tower::make::Shared::new(built.app))
-        .with_graceful_shutdown(shutdown)
-        .into_future();
+    wait_for_signal().await;
+    tracing::info!("signal received: no new connections, draining in-flight requests");
+    workers.stop();
     // Draining is bounded by the deadline cap (plus a little for answers to be written).
     let limit = settings.timeout + Duration::from_secs(1);
     let drained = async {
-        server.await?;
+        workers.finished().await?;
         if let Some(queue) = &built.queue {
             queue.drain().await;
         }
         Ok::<(), std::io::Error>(())
     };
-    tokio::pin!(drained);
-    tokio::select! {
-        result = &mut drained => result?,
-        () = async {
-            signalled.notified().await;
-            tokio::time::sleep(limit).await;
-        } => {
-            tracing::warn!(?limit, "drain took longer than the deadline cap; exiting");
-        }
+    match tokio::time::timeout(limit, drained).await {
+        Ok(result) => result?,
+        Err(_) => tracing::warn!(?limit, "drain took longer than the deadline cap; exiting"),
     }
     tracing::info!("stopped");
     Ok(())

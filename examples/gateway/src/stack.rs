@@ -8,8 +8,10 @@
 //! Off means the layer is absent, not configured to do nothing: optional HTTP layers go through
 //! [`optional`], and the router is wrapped only in the layers that are on.
 
+use std::cell::RefCell;
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use axum::Router;
@@ -48,18 +50,35 @@ pub type HttpClient = Client<ConnectDeadline<HttpConnector>, UpstreamBody>;
 pub fn http_client(settings: &Settings) -> SharedClient {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
-    let connector = ConnectDeadline::new(http).budget(settings.connect_timeout);
-    SharedClient(Arc::new(
-        Client::builder(TokioExecutor::new()).build(connector),
-    ))
+    SharedClient(Arc::new(ClientRecipe {
+        id: NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed),
+        connector: ConnectDeadline::new(http).budget(settings.connect_timeout),
+    }))
 }
 
-/// The client behind one `Arc`. The layers above clone their inner service on every call (the
-/// proxy clones the provider's stack per request, the retry layer keeps a clone per call), and
-/// cloning a `Client` itself bumps several reference counts that both cores keep touching;
-/// this bumps one. `Client::request` takes `&self`, so nothing is lost.
+/// The upstream client, with one connection pool per worker thread.
+///
+/// Each worker (see [`crate::serve`]) runs its own runtime, and hyper-util runs every pooled
+/// connection as a task on the runtime that opened it. Sharing one pool across workers would
+/// hand a request on one thread a connection driven by the other, and each request would then
+/// wake a second thread. So each thread builds its own `Client` from this recipe on first use
+/// and keeps it; the layers above clone only this `Arc`.
 #[derive(Clone)]
-pub struct SharedClient(Arc<HttpClient>);
+pub struct SharedClient(Arc<ClientRecipe>);
+
+struct ClientRecipe {
+    /// Tells this gateway's clients from another's in the thread-local list (tests build
+    /// several gateways in one process).
+    id: u64,
+    connector: ConnectDeadline<HttpConnector>,
+}
+
+static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// This thread's clients, by recipe id; almost always exactly one.
+    static CLIENTS: RefCell<Vec<(u64, HttpClient)>> = const { RefCell::new(Vec::new()) };
+}
 
 impl Service<Request<UpstreamBody>> for SharedClient {
     type Response = Response<hyper::body::Incoming>;
@@ -72,7 +91,20 @@ impl Service<Request<UpstreamBody>> for SharedClient {
     }
 
     fn call(&mut self, request: Request<UpstreamBody>) -> Self::Future {
-        self.0.request(request)
+        let recipe = &*self.0;
+        CLIENTS.with_borrow_mut(|clients| {
+            let index = match clients.iter().position(|(id, _)| *id == recipe.id) {
+                Some(index) => index,
+                None => {
+                    let client =
+                        Client::builder(TokioExecutor::new()).build(recipe.connector.clone());
+                    clients.push((recipe.id, client));
+                    clients.len() - 1
+                }
+            };
+            // `request` only builds the future; nothing here re-enters `CLIENTS`.
+            clients[index].1.request(request)
+        })
     }
 }
 

@@ -39,6 +39,8 @@ fn invalid_settings_exit_2_naming_the_setting() {
         ("GATEWAY_RETRY_MAX", "x"),
         ("GATEWAY_RETRY_BASE_MS", "-1"),
         ("GATEWAY_DEMO_FAILURE_RATE", "2"),
+        ("GATEWAY_WORKERS", "-1"),
+        ("GATEWAY_WORKERS", "two"),
     ];
     for (setting, value) in cases {
         let (code, stderr) = refuse(&[(setting, value)]);
@@ -55,6 +57,7 @@ fn help_lists_every_setting_with_its_default_and_flags_work_like_variables() {
     let help = String::from_utf8_lossy(&output.stdout);
     for (setting, default) in [
         ("GATEWAY_LISTEN", Some("127.0.0.1:8080")),
+        ("GATEWAY_WORKERS", Some("0")),
         ("GATEWAY_UPSTREAMS", None),
         ("GATEWAY_ROUTING", Some("round_robin")),
         ("GATEWAY_MAX_CONCURRENCY", Some("64")),

@@ -235,3 +235,30 @@ async fn request_and_response_bodies_stream_through_in_both_modes() {
         assert_eq!(rest, "|second");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_worker_count_serves_every_connection() {
+    let upstream = Upstream::fixed(200, Duration::ZERO).await;
+    let list = upstreams(&[("a", &upstream)]);
+    for (workers, flags) in [("1", ALL_OFF), ("3", ALL_ON), ("3", ALL_OFF)] {
+        let gateway = Gateway::start(&env(
+            flags,
+            &[("GATEWAY_UPSTREAMS", &list), ("GATEWAY_WORKERS", workers)],
+        ));
+        // One thread per worker, named for it (Linux shows thread names in /proc).
+        let names: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", gateway.pid()))
+            .unwrap()
+            .filter_map(|task| {
+                std::fs::read_to_string(task.ok()?.path().join("comm")).ok()
+            })
+            .map(|name| name.trim().to_string())
+            .filter(|name| name.starts_with("gateway-worker"))
+            .collect();
+        assert_eq!(names.len(), workers.parse::<usize>().unwrap(), "{names:?}");
+        // Each request on its own connection, so the kernel spreads them over the workers'
+        // sockets: every one is answered whichever worker took it.
+        let answers = parallel(gateway.url("/v1/spread"), 40).await;
+        let statuses: Vec<u16> = answers.iter().map(|a| a.status.as_u16()).collect();
+        assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+    }
+}
