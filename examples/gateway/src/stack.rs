@@ -169,25 +169,31 @@ struct UpstreamTarget {
     authority: Authority,
     /// The base URL's path without trailing slash; usually empty.
     prefix: String,
+    /// `Host` for the provider's real URL, made once: hyper-util's client would otherwise build
+    /// it from the URI for every request.
+    host: HeaderValue,
 }
 
 impl UpstreamTarget {
     fn new(base: &str) -> Self {
         // `base` was validated at startup (`http://host:port` plus an optional path).
         let uri: Uri = base.parse().unwrap_or_default();
+        let authority = uri
+            .authority()
+            .cloned()
+            .unwrap_or_else(|| Authority::from_static("localhost"));
         Self {
             scheme: uri.scheme().cloned().unwrap_or(Scheme::HTTP),
-            authority: uri
-                .authority()
-                .cloned()
-                .unwrap_or_else(|| Authority::from_static("localhost")),
+            host: HeaderValue::from_str(authority.as_str())
+                .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
+            authority,
             prefix: uri.path().trim_end_matches('/').to_string(),
         }
     }
 
     /// Turns an origin-form request (path and query, `Host` = provider name) into one for the
-    /// provider's real URL; the client sets `Host` from it. Without a prefix this reuses the
-    /// request's path: no string is built or parsed.
+    /// provider's real URL and `Host`. Without a prefix this reuses the request's path: no
+    /// string is built or parsed.
     fn apply(&self, mut request: Request<Body>) -> Request<Body> {
         let path_and_query = request
             .uri()
@@ -205,7 +211,10 @@ impl UpstreamTarget {
         parts.path_and_query = path_and_query;
         if let Ok(uri) = Uri::from_parts(parts) {
             *request.uri_mut() = uri;
-            request.headers_mut().remove(http::header::HOST);
+            // Replaces the provider name in one hashed lookup; the client keeps a `Host` it finds.
+            request
+                .headers_mut()
+                .insert(http::header::HOST, self.host.clone());
         }
         request
     }
@@ -352,30 +361,39 @@ async fn readyz(State(queue): State<Option<QueueHandle>>) -> (StatusCode, &'stat
 mod tests {
     use super::*;
 
-    fn forwarded(base: &str, uri: &str) -> (String, bool) {
+    fn forwarded(base: &str, uri: &str) -> (String, String) {
         let mut request = Request::new(Body::empty());
         *request.uri_mut() = uri.parse().unwrap();
         request
             .headers_mut()
             .insert(http::header::HOST, HeaderValue::from_static("provider:80"));
         let request = UpstreamTarget::new(base).apply(request);
-        let has_host = request.headers().contains_key(http::header::HOST);
-        (request.uri().to_string(), has_host)
+        let host = request.headers()[http::header::HOST].to_str().unwrap();
+        (request.uri().to_string(), host.to_string())
     }
 
     #[test]
     fn requests_go_to_the_provider_url_with_path_and_query() {
         assert_eq!(
             forwarded("http://127.0.0.1:9000", "/v1/chat?stream=1"),
-            ("http://127.0.0.1:9000/v1/chat?stream=1".to_string(), false)
+            (
+                "http://127.0.0.1:9000/v1/chat?stream=1".to_string(),
+                "127.0.0.1:9000".to_string()
+            )
         );
         assert_eq!(
             forwarded("http://10.0.0.1/api", "/v1/chat?stream=1"),
-            ("http://10.0.0.1/api/v1/chat?stream=1".to_string(), false)
+            (
+                "http://10.0.0.1/api/v1/chat?stream=1".to_string(),
+                "10.0.0.1".to_string()
+            )
         );
         assert_eq!(
             forwarded("https://example.test:8443/api/", "/v1/x"),
-            ("https://example.test:8443/api/v1/x".to_string(), false)
+            (
+                "https://example.test:8443/api/v1/x".to_string(),
+                "example.test:8443".to_string()
+            )
         );
     }
 
