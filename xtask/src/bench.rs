@@ -1,7 +1,8 @@
 //! `cargo xtask bench [--quick]`: what the whole stack costs, in one run.
 //!
 //! Full mode builds the gateway and the benchmark programs in release, runs the system benchmark
-//! (throughput, overload, retry efficiency), then every crate's criterion benchmarks in criterion's
+//! (throughput over two upstreams against nginx, latency at a fixed rate, overload, retry
+//! efficiency), then every crate's criterion benchmarks in criterion's
 //! quick mode, and regenerates `BENCHMARKS.md`. `--quick` is CI's smoke run: debug builds, short
 //! phases, criterion benchmarks run once each as tests, output in `target/bench-quick.md`.
 

@@ -53,7 +53,10 @@ impl Report {
 }
 
 fn request(addr: SocketAddr, path: &str, id: Option<u64>) -> Request<Empty<Bytes>> {
-    let mut builder = Request::get(format!("http://{addr}{path}"));
+    // Host too: hyper's connection-level client sends only what it is given, and HTTP/1.1
+    // servers such as nginx answer 400 to a request without it.
+    let mut builder =
+        Request::get(format!("http://{addr}{path}")).header(http::header::HOST, addr.to_string());
     if let Some(id) = id {
         builder = builder.header("x-request-id", id);
     }
@@ -178,6 +181,70 @@ pub(crate) async fn open_loop(
         outcomes,
         elapsed: started.elapsed(),
     })
+}
+
+/// Requests at a fixed total `rate` spread over `connections` keep-alive connections for
+/// `duration` (wrk2's model): connection `i` is due to send every `connections / rate` seconds.
+/// A request that could not go out when due because its connection was still waiting for the
+/// previous answer is timed from when it was due, so a stalled proxy cannot hide its stall by
+/// slowing the generator (coordinated omission); one sent late only because the timer woke
+/// late is timed from when it was sent, so timer slack is not charged to the proxy.
+pub(crate) async fn fixed_rate(
+    addr: SocketAddr,
+    path: &str,
+    rate: u32,
+    connections: usize,
+    duration: Duration,
+) -> Result<Report, String> {
+    let started = Instant::now();
+    let end = started + duration;
+    let interval = Duration::from_secs_f64(connections as f64 / f64::from(rate.max(1)));
+    let mut tasks = Vec::new();
+    for index in 0..connections {
+        let path = path.to_string();
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect to {addr}: {e}"))?;
+        stream.set_nodelay(true).ok();
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(connection);
+        // Staggered so the connections' sends interleave evenly.
+        let first = started + interval.mul_f64(index as f64 / connections as f64);
+        tasks.push(tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            let mut due = first;
+            while due < end {
+                let busy_past_due = Instant::now() > due;
+                if !busy_past_due {
+                    tokio::time::sleep_until(due).await;
+                }
+                if sender.ready().await.is_err() {
+                    break;
+                }
+                let sent = if busy_past_due { due } else { Instant::now() };
+                let status = read_status(sender.send_request(request(addr, &path, None))).await;
+                outcomes.push(Outcome {
+                    status,
+                    latency: sent.elapsed(),
+                });
+                if status == 0 {
+                    break;
+                }
+                due += interval;
+            }
+            outcomes
+        }));
+    }
+    let mut report = Report::default();
+    for task in tasks {
+        report
+            .outcomes
+            .extend(task.await.map_err(|e| e.to_string())?);
+    }
+    report.elapsed = started.elapsed();
+    Ok(report)
 }
 
 /// `count` requests with ids `0..count` in `x-request-id`, at most `concurrency` at once.

@@ -4,11 +4,14 @@
 //! - `upstream fast|slow|mixed`: the upstreams the proxies call;
 //! - `bare-proxy URL`: the minimal hyper reverse proxy (the physical limit for a proxy here);
 //! - `naive-retry-proxy URL`: a proxy retrying every failure with plain `tower::retry`;
-//! - `run [--quick] [--gateway PATH] [--out FILE]`: runs the whole benchmark and writes markdown.
+//! - `run [--quick] [--gateway PATH] [--out FILE]`: runs the whole benchmark and writes markdown;
+//!   with nginx installed it also starts nginx (module `nginx`) as the peer proxy and as a
+//!   third-party upstream.
 //!
 //! Every server binds 127.0.0.1 on port 0 and prints `listening on http://ADDR` on stdout.
 
 mod load;
+mod nginx;
 mod proxy;
 mod run;
 mod upstream;

@@ -29,18 +29,60 @@ pub(crate) fn main(upstream: Option<&str>, naive_retry: bool) -> Result<(), Stri
         .ok_or("the proxy needs an upstream URL")?
         .parse()
         .map_err(|e| format!("bad upstream URL: {e}"))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // Served like the gateway (and nginx): one thread per core, each with its own runtime, its
+    // own listening socket on the shared port and its own client pool, so the comparison is
+    // of the work per request, not of two threading models.
+    let workers = std::thread::available_parallelism().map_or(1, usize::from);
+    let listeners = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| e.to_string())?;
-    runtime.block_on(serve(upstream, naive_retry))
+        .map_err(|e| e.to_string())?
+        .block_on(async { bind(workers) })
+        .map_err(|e| format!("bind: {e}"))?;
+    crate::announce(listeners[0].local_addr().map_err(|e| e.to_string())?);
+    let threads: Vec<_> = listeners
+        .into_iter()
+        .map(|listener| {
+            let upstream = upstream.clone();
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                runtime.block_on(async move {
+                    let listener =
+                        tokio::net::TcpListener::from_std(listener).map_err(|e| e.to_string())?;
+                    serve(listener, upstream, naive_retry).await
+                })
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().map_err(|_| "a proxy thread panicked")??;
+    }
+    Ok(())
 }
 
-async fn serve(upstream: Uri, naive_retry: bool) -> Result<(), String> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| e.to_string())?;
-    crate::announce(listener.local_addr().map_err(|e| e.to_string())?);
+/// `count` listening sockets sharing one loopback port (`SO_REUSEPORT`).
+fn bind(count: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let mut addr: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
+    let mut listeners = Vec::new();
+    for _ in 0..count {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.set_reuseport(true)?;
+        socket.bind(addr)?;
+        let listener = socket.listen(1024)?;
+        addr = listener.local_addr()?;
+        listeners.push(listener.into_std()?);
+    }
+    Ok(listeners)
+}
+
+async fn serve(
+    listener: tokio::net::TcpListener,
+    upstream: Uri,
+    naive_retry: bool,
+) -> Result<(), String> {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     let client: HttpClient = Client::builder(TokioExecutor::new()).build(connector);

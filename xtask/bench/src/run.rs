@@ -10,12 +10,14 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use crate::load::{self, Report};
+use crate::nginx::{self, Nginx};
 
 struct Settings {
     rounds: usize,
     throughput_secs: u64,
     connections: usize,
     overload_secs: u64,
+    latency_secs: u64,
     retry_requests: u64,
 }
 
@@ -28,6 +30,7 @@ impl Settings {
             throughput_secs: 10,
             connections: 64,
             overload_secs: 20,
+            latency_secs: 10,
             retry_requests: 2000,
         }
     }
@@ -38,6 +41,7 @@ impl Settings {
             throughput_secs: 2,
             connections: 16,
             overload_secs: 3,
+            latency_secs: 2,
             retry_requests: 200,
         }
     }
@@ -102,19 +106,36 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop(&mut self.child);
     }
 }
 
+/// Stops a child we started, by its PID: SIGTERM (nginx's master takes its workers down with
+/// it; the gateway drains, which is quick with no requests in flight), then SIGKILL if it is
+/// still there after two seconds.
+pub(crate) fn stop(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 fn gateway_env(
-    upstream: &Server,
+    upstream: &str,
     flags_on: &[&str],
     extra: &[(&'static str, String)],
 ) -> Vec<(&'static str, String)> {
     let mut env = vec![
         ("GATEWAY_LISTEN", "127.0.0.1:0".to_string()),
-        ("GATEWAY_UPSTREAMS", format!("bench={}", upstream.url())),
+        ("GATEWAY_UPSTREAMS", format!("bench={upstream}")),
         ("RUST_LOG", "error".to_string()),
     ];
     for flag in ALL_FLAGS {
@@ -157,7 +178,17 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let markdown = runtime.block_on(async {
         let mut markdown = String::new();
-        throughput(&me, &gateway, &settings, &mut markdown).await?;
+        let nginx = nginx::find();
+        let peak = throughput(&me, &gateway, nginx.as_deref(), &settings, &mut markdown).await?;
+        latency_under_load(
+            &me,
+            &gateway,
+            nginx.as_deref(),
+            &peak,
+            &settings,
+            &mut markdown,
+        )
+        .await?;
         overload(&me, &gateway, &settings, &mut markdown).await?;
         retry_efficiency(&me, &gateway, &settings, &mut markdown).await?;
         Ok::<_, String>(markdown)
@@ -182,122 +213,440 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
+/// A process a benchmark talks to: one of ours (announcing its address) or nginx.
+enum Process {
+    Ours(Server),
+    Nginx(Nginx),
+}
+
+impl Process {
+    fn addr(&self) -> SocketAddr {
+        match self {
+            Process::Ours(server) => server.addr,
+            Process::Nginx(nginx) => nginx.addr,
+        }
+    }
+
+    fn url(&self) -> String {
+        match self {
+            Process::Ours(server) => server.url(),
+            Process::Nginx(nginx) => nginx.url(),
+        }
+    }
+
+    /// CPU time (user + system) the process and its child processes have used so far.
+    fn cpu_time(&self) -> Option<Duration> {
+        let pid = match self {
+            Process::Ours(server) => server.child.id(),
+            Process::Nginx(nginx) => nginx.pid(),
+        };
+        cpu_time_with_children(pid)
+    }
+}
+
+/// The proxies measured for throughput, in the order each round runs them.
+#[derive(Clone, Copy, PartialEq)]
+enum Config {
+    BareProxy,
+    GatewayOff,
+    GatewayOn,
+    NginxProxy,
+}
+
+impl Config {
+    fn name(self) -> &'static str {
+        match self {
+            Config::BareProxy => "a. bare hyper proxy",
+            Config::GatewayOff => "b. gateway, flags off",
+            Config::GatewayOn => "c. gateway, all flags on",
+            Config::NginxProxy => "n. nginx reverse proxy",
+        }
+    }
+
+    fn start(
+        self,
+        me: &Path,
+        gateway: &Path,
+        nginx: Option<&Path>,
+        upstream: &Process,
+    ) -> Result<Process, String> {
+        Ok(match self {
+            Config::BareProxy => {
+                Process::Ours(Server::start(me, &["bare-proxy", &upstream.url()], &[])?)
+            }
+            Config::GatewayOff => Process::Ours(Server::start(
+                gateway,
+                &[],
+                &gateway_env(&upstream.url(), &[], &[]),
+            )?),
+            Config::GatewayOn => Process::Ours(Server::start(
+                gateway,
+                &[],
+                &gateway_env(&upstream.url(), &ALL_FLAGS, &[]),
+            )?),
+            Config::NginxProxy => Process::Nginx(Nginx::start(
+                nginx.ok_or("nginx is not installed")?,
+                nginx::Role::Proxy {
+                    upstream: upstream.addr(),
+                    workers: cores(),
+                },
+            )?),
+        })
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// One closed-loop run of one configuration.
+#[derive(Clone, Copy)]
+struct Run {
+    rps: f64,
+    p50: Duration,
+    p99: Duration,
+    /// The proxy's CPU time per request served, in microseconds.
+    cpu_us: Option<f64>,
+}
+
+/// One configuration's medians over the rounds.
+struct Measured {
+    config: Config,
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    cpu_us_per_request: Option<f64>,
+}
+
+/// What the latency section needs from the throughput section: the rate nginx (or, without
+/// nginx, the bare proxy) reached over the bench's own upstream.
+struct Peak {
+    rps: f64,
+    by: Config,
+}
+
 async fn throughput(
     me: &Path,
     gateway: &Path,
+    nginx: Option<&Path>,
     s: &Settings,
     md: &mut String,
-) -> Result<(), String> {
+) -> Result<Peak, String> {
     eprintln!(
-        "bench: throughput, {} rounds of {} s per configuration",
+        "bench: throughput, {} rounds of {} s per configuration and upstream",
         s.rounds, s.throughput_secs
     );
     // wrk (Debian's, installed by .ci/run) leaves more of the two cores to the proxies under test
-    // than our own generator; the same generator serves all three configurations either way.
+    // than our own generator; the same generator serves every configuration either way.
     let wrk = load::find_wrk();
     let generator = if wrk.is_some() {
         "wrk (1 thread)"
     } else {
         "the benchmark's own hyper client"
     };
-    let upstream = Server::start(me, &["upstream", "fast"], &[])?;
-    let names = [
-        "a. bare hyper proxy",
-        "b. gateway, flags off",
-        "c. gateway, all flags on",
-    ];
-    let mut results: [Vec<(f64, Duration, Duration)>; 3] = Default::default();
-    for round in 0..s.rounds {
-        for (index, results) in results.iter_mut().enumerate() {
-            let proxy = match index {
-                0 => Server::start(me, &["bare-proxy", &upstream.url()], &[])?,
-                1 => Server::start(gateway, &[], &gateway_env(&upstream, &[], &[]))?,
-                _ => Server::start(gateway, &[], &gateway_env(&upstream, &ALL_FLAGS, &[]))?,
-            };
-            // Warm-up: connections, pools, caches.
-            load::closed_loop(
-                proxy.addr,
-                "/v1/bench",
-                s.connections,
-                Duration::from_millis(500),
-            )
-            .await?;
-            let (rps, p50, p99) = match wrk {
-                Some(ref wrk) => load::wrk(
-                    wrk,
-                    proxy.addr,
-                    "/v1/bench",
-                    s.connections,
-                    s.throughput_secs,
-                )
-                .map_err(|e| format!("{}: {e}", names[index]))?,
-                None => {
-                    let report = load::closed_loop(
-                        proxy.addr,
-                        "/v1/bench",
-                        s.connections,
-                        Duration::from_secs(s.throughput_secs),
-                    )
-                    .await?;
-                    let ok = report.count(|status| status == 200);
-                    if ok != report.outcomes.len() {
-                        return Err(format!(
-                            "{}: {} of {} requests failed",
-                            names[index],
-                            report.outcomes.len() - ok,
-                            report.outcomes.len()
-                        ));
-                    }
-                    (
-                        report.per_second(),
-                        report.quantile(0.50, |_| true).unwrap_or_default(),
-                        report.quantile(0.99, |_| true).unwrap_or_default(),
-                    )
-                }
-            };
-            eprintln!(
-                "bench:   round {} {}: {:.0} req/s, p50 {} ms, p99 {} ms",
-                round + 1,
-                names[index],
-                rps,
-                ms(Some(p50)),
-                ms(Some(p99))
-            );
-            results.push((rps, p50, p99));
-        }
+    let mut configs = vec![Config::BareProxy, Config::GatewayOff, Config::GatewayOn];
+    if nginx.is_some() {
+        configs.push(Config::NginxProxy);
     }
-    let medians: Vec<(f64, f64, f64)> = results
-        .iter()
-        .map(|runs| {
-            (
-                median(runs.iter().map(|r| r.0).collect()),
-                median(runs.iter().map(|r| r.1.as_secs_f64() * 1000.0).collect()),
-                median(runs.iter().map(|r| r.2.as_secs_f64() * 1000.0).collect()),
-            )
-        })
-        .collect();
     let _ = writeln!(md, "## 1. Throughput and latency\n");
     let _ = writeln!(
         md,
-        "Fast upstream (200, 2-byte body), load from {generator}, {} keep-alive connections, closed loop, {} s per \
-         run, {} run(s) per configuration alternating a, b, c; medians.\n",
-        s.connections, s.throughput_secs, s.rounds
+        "Load from {generator}, {} keep-alive connections, closed loop, {} s per run, {} run(s) per \
+         configuration alternating {}; medians. Proxy CPU is the proxy's own user + system time \
+         (nginx: master and workers) over the requests it served: what a request costs it, \
+         whatever the other processes on the machine take. The gateway and nginx run one worker \
+         per core ({} here).\n",
+        s.connections,
+        s.throughput_secs,
+        s.rounds,
+        configs
+            .iter()
+            .map(|c| &c.name()[..1])
+            .collect::<Vec<_>>()
+            .join(", "),
+        cores(),
     );
-    let _ = writeln!(
-        md,
-        "| configuration | requests/s | p50 ms | p99 ms |\n|---|---|---|---|"
-    );
-    for (name, (rps, p50, p99)) in names.iter().zip(&medians) {
-        let _ = writeln!(md, "| {name} | {rps:.0} | {p50:.2} | {p99:.2} |");
+    if nginx.is_none() {
+        let _ = writeln!(
+            md,
+            "nginx is not installed (Debian package `nginx`; `.ci/run` installs it): the nginx \
+             rows and the third-party upstream are left out.\n"
+        );
     }
-    let (a, b, c) = (medians[0].0, medians[1].0, medians[2].0);
+    let mut upstreams = vec!["the bench's own upstream (hyper, one thread, 200 `ok`)"];
+    if nginx.is_some() {
+        upstreams.push("a third-party upstream (nginx, one worker, `return 200 \"ok\"`)");
+    }
+    let mut peak = None;
+    for (upstream_index, upstream_name) in upstreams.iter().enumerate() {
+        let upstream = match upstream_index {
+            0 => Process::Ours(Server::start(me, &["upstream", "fast"], &[])?),
+            _ => Process::Nginx(Nginx::start(
+                nginx.expect("listed only with nginx"),
+                nginx::Role::Upstream,
+            )?),
+        };
+        eprintln!("bench:  over {upstream_name}");
+        let mut runs: Vec<Vec<Run>> = vec![Vec::new(); configs.len()];
+        for round in 0..s.rounds {
+            for (config, runs) in configs.iter().zip(runs.iter_mut()) {
+                let proxy = config.start(me, gateway, nginx, &upstream)?;
+                let run = measure(&proxy, wrk.as_deref(), s)
+                    .await
+                    .map_err(|e| format!("{}: {e}", config.name()))?;
+                eprintln!(
+                    "bench:   round {} {}: {:.0} req/s, p50 {} ms, p99 {} ms, CPU {} us/request",
+                    round + 1,
+                    config.name(),
+                    run.rps,
+                    ms(Some(run.p50)),
+                    ms(Some(run.p99)),
+                    run.cpu_us.map_or("-".to_string(), |us| format!("{us:.1}")),
+                );
+                runs.push(run);
+            }
+        }
+        let measured: Vec<Measured> = configs
+            .iter()
+            .zip(&runs)
+            .map(|(&config, runs)| Measured {
+                config,
+                rps: median(runs.iter().map(|r| r.rps).collect()),
+                p50_ms: median(runs.iter().map(|r| r.p50.as_secs_f64() * 1000.0).collect()),
+                p99_ms: median(runs.iter().map(|r| r.p99.as_secs_f64() * 1000.0).collect()),
+                cpu_us_per_request: runs
+                    .iter()
+                    .map(|r| r.cpu_us)
+                    .collect::<Option<Vec<f64>>>()
+                    .map(median),
+            })
+            .collect();
+        let _ = writeln!(md, "### Over {upstream_name}\n");
+        let _ = writeln!(
+            md,
+            "| configuration | requests/s | p50 ms | p99 ms | proxy CPU us/request |\n|---|---|---|---|---|"
+        );
+        for m in &measured {
+            let cpu = m
+                .cpu_us_per_request
+                .map_or("-".to_string(), |us| format!("{us:.1}"));
+            let _ = writeln!(
+                md,
+                "| {} | {:.0} | {:.2} | {:.2} | {cpu} |",
+                m.config.name(),
+                m.rps,
+                m.p50_ms,
+                m.p99_ms
+            );
+        }
+        let rps = |config: Config| measured.iter().find(|m| m.config == config).map(|m| m.rps);
+        let (a, b, c) = (
+            rps(Config::BareProxy).unwrap_or(f64::NAN),
+            rps(Config::GatewayOff).unwrap_or(f64::NAN),
+            rps(Config::GatewayOn).unwrap_or(f64::NAN),
+        );
+        let mut ratios = format!(
+            "\nRatios: **c/b = {:.3}** (target >= 0.9), **b/a = {:.3}** (target >= 0.9)",
+            c / b,
+            b / a
+        );
+        if let Some(n) = rps(Config::NginxProxy) {
+            let _ = write!(
+                ratios,
+                ", **b/n = {:.3}** (target >= 1.0), **c/n = {:.3}** (target >= 0.9)",
+                b / n,
+                c / n
+            );
+        }
+        let _ = writeln!(md, "{ratios}.\n");
+        if upstream_index == 0 {
+            let by = if nginx.is_some() {
+                Config::NginxProxy
+            } else {
+                Config::BareProxy
+            };
+            peak = rps(by).map(|rps| Peak { rps, by });
+        }
+    }
+    peak.ok_or_else(|| "no peak rate measured".to_string())
+}
+
+/// One closed-loop run against `proxy` after a warm-up: requests/s, p50, p99 and the proxy's
+/// CPU time per request.
+async fn measure(proxy: &Process, wrk: Option<&Path>, s: &Settings) -> Result<Run, String> {
+    // Warm-up: connections, pools, caches.
+    load::closed_loop(
+        proxy.addr(),
+        "/v1/bench",
+        s.connections,
+        Duration::from_millis(500),
+    )
+    .await?;
+    let cpu_before = proxy.cpu_time();
+    let (rps, p50, p99) = match wrk {
+        Some(wrk) => load::wrk(
+            wrk,
+            proxy.addr(),
+            "/v1/bench",
+            s.connections,
+            s.throughput_secs,
+        )?,
+        None => {
+            let report = load::closed_loop(
+                proxy.addr(),
+                "/v1/bench",
+                s.connections,
+                Duration::from_secs(s.throughput_secs),
+            )
+            .await?;
+            let ok = report.count(|status| status == 200);
+            if ok != report.outcomes.len() {
+                return Err(format!(
+                    "{} of {} requests failed",
+                    report.outcomes.len() - ok,
+                    report.outcomes.len()
+                ));
+            }
+            (
+                report.per_second(),
+                report.quantile(0.50, |_| true).unwrap_or_default(),
+                report.quantile(0.99, |_| true).unwrap_or_default(),
+            )
+        }
+    };
+    let cpu = match (cpu_before, proxy.cpu_time()) {
+        (Some(before), Some(after)) if rps > 0.0 => {
+            let requests = rps * s.throughput_secs as f64;
+            Some((after - before).as_secs_f64() * 1e6 / requests)
+        }
+        _ => None,
+    };
+    Ok(Run {
+        rps,
+        p50,
+        p99,
+        cpu_us: cpu,
+    })
+}
+
+/// Latency at a fixed offered rate, half of what the peer proxy reached: what users see on a
+/// busy but not saturated proxy.
+async fn latency_under_load(
+    me: &Path,
+    gateway: &Path,
+    nginx: Option<&Path>,
+    peak: &Peak,
+    s: &Settings,
+    md: &mut String,
+) -> Result<(), String> {
+    let rate = (peak.rps * 0.5).max(1.0) as u32;
+    eprintln!(
+        "bench: latency under load, open loop at {rate} req/s for {} s per configuration",
+        s.latency_secs
+    );
+    let mut configs = vec![Config::GatewayOff, Config::GatewayOn];
+    if nginx.is_some() {
+        configs.push(Config::NginxProxy);
+    }
+    let upstream = Process::Ours(Server::start(me, &["upstream", "fast"], &[])?);
+    let _ = writeln!(md, "### Latency at a fixed rate\n");
     let _ = writeln!(
         md,
-        "\nRatios: **c/b = {:.3}** (target >= 0.9), **b/a = {:.3}** (target >= 0.9).\n",
-        c / b,
-        b / a
+        "Open loop at {rate} req/s (50% of the {:.0} req/s `{}` reached over the bench's own \
+         upstream) for {} s per configuration over {} keep-alive connections, from the benchmark's own \
+         generator (one thread, wrk2's model: each connection sends on a fixed schedule, and a \
+         request held up by a slow answer on its connection is timed from when it was due); \
+         latency to the end of the answer's body.\n",
+        peak.rps,
+        peak.by.name(),
+        s.latency_secs,
+        s.connections
     );
+    let _ = writeln!(
+        md,
+        "| configuration | sent | achieved req/s | non-200 | p50 ms | p99 ms | p99.9 ms |\n|---|---|---|---|---|---|---|"
+    );
+    for config in configs {
+        let proxy = config.start(me, gateway, nginx, &upstream)?;
+        load::closed_loop(proxy.addr(), "/v1/bench", 16, Duration::from_millis(500)).await?;
+        let report = load::fixed_rate(
+            proxy.addr(),
+            "/v1/bench",
+            rate,
+            s.connections,
+            Duration::from_secs(s.latency_secs),
+        )
+        .await?;
+        let sent = report.outcomes.len();
+        let failed = sent - report.count(|status| status == 200);
+        let all = |_: u16| true;
+        eprintln!(
+            "bench:   {}: p50 {} ms, p99 {} ms",
+            config.name(),
+            ms(report.quantile(0.5, all)),
+            ms(report.quantile(0.99, all))
+        );
+        let _ = writeln!(
+            md,
+            "| {} | {sent} | {:.0} | {failed} | {} | {} | {} |",
+            config.name(),
+            report.per_second(),
+            ms(report.quantile(0.5, all)),
+            ms(report.quantile(0.99, all)),
+            ms(report.quantile(0.999, all)),
+        );
+    }
+    md.push('\n');
     Ok(())
+}
+
+/// User + system CPU time of `pid` and of its direct children (nginx's workers), from /proc.
+fn cpu_time_with_children(pid: u32) -> Option<Duration> {
+    let ticks_per_second = clock_ticks();
+    let mut ticks = own_ticks(pid)?;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if child != pid && parent_of(child) == Some(pid) {
+            ticks += own_ticks(child).unwrap_or(0);
+        }
+    }
+    Some(Duration::from_secs_f64(ticks as f64 / ticks_per_second))
+}
+
+/// The fields of /proc/PID/stat after the command name (which may hold spaces).
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    Some(rest.split_whitespace().map(String::from).collect())
+}
+
+fn own_ticks(pid: u32) -> Option<u64> {
+    // After the name: state(0) ppid(1) ... utime(11) stime(12).
+    let fields = stat_fields(pid)?;
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    stat_fields(pid)?.get(1)?.parse().ok()
+}
+
+/// `sysconf(_SC_CLK_TCK)`, read through `getconf` (100 on Linux unless configured otherwise).
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    })
 }
 
 async fn overload(me: &Path, gateway: &Path, s: &Settings, md: &mut String) -> Result<(), String> {
@@ -311,7 +660,7 @@ async fn overload(me: &Path, gateway: &Path, s: &Settings, md: &mut String) -> R
     );
     let upstream = Server::start(me, &["upstream", "slow"], &[])?;
     let env = gateway_env(
-        &upstream,
+        &upstream.url(),
         &ALL_FLAGS,
         &[
             ("GATEWAY_MAX_CONCURRENCY", CONCURRENCY.to_string()),
@@ -422,10 +771,10 @@ async fn retry_efficiency(
             0 => Server::start(
                 gateway,
                 &[],
-                &gateway_env(&upstream, &["CP2_ADVANCED_RETRY_ENABLED"], &[]),
+                &gateway_env(&upstream.url(), &["CP2_ADVANCED_RETRY_ENABLED"], &[]),
             )?,
             1 => Server::start(me, &["naive-retry-proxy", &upstream.url()], &[])?,
-            _ => Server::start(gateway, &[], &gateway_env(&upstream, &[], &[]))?,
+            _ => Server::start(gateway, &[], &gateway_env(&upstream.url(), &[], &[]))?,
         };
         let report = load::batch(proxy.addr, "/v1/item", s.retry_requests, 32).await?;
         let stats = load::get_text(upstream.addr, "/stats").await?;

@@ -248,9 +248,7 @@ async fn every_worker_count_serves_every_connection() {
         // One thread per worker, named for it (Linux shows thread names in /proc).
         let names: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", gateway.pid()))
             .unwrap()
-            .filter_map(|task| {
-                std::fs::read_to_string(task.ok()?.path().join("comm")).ok()
-            })
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
             .map(|name| name.trim().to_string())
             .filter(|name| name.starts_with("gateway-worker"))
             .collect();
