@@ -5,6 +5,7 @@
 
 mod config;
 mod demo_provider;
+mod dispatch;
 mod optional;
 mod proxy;
 mod routing;

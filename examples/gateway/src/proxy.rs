@@ -68,14 +68,25 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.keys().any(is_hop_by_hop) {
         return;
     }
-    let named: Vec<HeaderName> = headers
+    // Only what is present is removed: a removal hashes the name, and many servers send just
+    // `Connection: keep-alive`, so most of the list would be hashed for nothing.
+    let mut doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| is_hop_by_hop(n))
+        .cloned()
+        .collect();
+    let named = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        .map(str::trim)
+        // `close` names no header; hop-by-hop names are already in `doomed` when present.
+        .filter(|token| !token.is_empty() && !token.eq_ignore_ascii_case("close"))
+        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
+        .filter(|name| !is_hop_by_hop(name));
+    doomed.extend(named);
+    for name in &doomed {
         headers.remove(name);
     }
 }
@@ -195,6 +206,27 @@ mod tests {
         strip_hop_by_hop(&mut headers);
         let left: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, vec!["x-request-id"]);
+    }
+
+    #[test]
+    fn connection_keep_alive_alone_is_removed_and_the_rest_kept() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, "keep-alive".parse().unwrap());
+        headers.insert(header::CONTENT_LENGTH, "2".parse().unwrap());
+        headers.insert("x-other", "1".parse().unwrap());
+        strip_hop_by_hop(&mut headers);
+        let mut left: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, vec!["content-length", "x-other"]);
+
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, "close, X-Private".parse().unwrap());
+        headers.insert("x-private", "1".parse().unwrap());
+        headers.insert(header::TE, "trailers".parse().unwrap());
+        headers.insert(header::HOST, "a".parse().unwrap());
+        strip_hop_by_hop(&mut headers);
+        let left: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, vec!["host"]);
     }
 
     #[test]

@@ -36,6 +36,7 @@ use tower_metrics_layer::{LabelGuard, MetricsLayer, RequestHead};
 use tower_retry_classified::{Backoff, ReplayBody, RetryLayer};
 
 use crate::config::{Settings, Upstream};
+use crate::dispatch::{ProxyFirst, is_proxied};
 use crate::optional::optional;
 use crate::proxy::{self, Gateway, Provider};
 use crate::routing;
@@ -117,13 +118,17 @@ pub fn upstream_service(
     meter: Option<&Meter>,
 ) -> impl Service<
     Request<Body>,
-    Response = Response<impl http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static>,
+    Response = Response<
+        impl http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static + use<>,
+    >,
     Error = BoxError,
     Future: Send + 'static,
-> + Clone
+>
++ Clone
 + Send
 + Sync
-+ 'static {
++ 'static
++ use<> {
     let flags = settings.flags;
     let metrics =
         meter.map(|meter| MetricsLayer::http_client(meter).provider(upstream.name.clone()));
@@ -232,10 +237,8 @@ fn provider_host(upstream: &Upstream) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("upstream"))
 }
 
-/// The proxied routes: every method, every path under `/v1/`.
+/// The proxied routes (every method, every path under `/v1/`), as the metrics name them.
 const PROXY_ROUTE: &str = "/v1/{*path}";
-/// What a path needs to start with (and go beyond) to match [`PROXY_ROUTE`].
-const PROXY_PREFIX: &str = "/v1/";
 const HEALTHZ: &str = "/healthz";
 const READYZ: &str = "/readyz";
 const METRICS: &str = "/metrics";
@@ -245,7 +248,7 @@ const METRICS: &str = "/metrics";
 /// none, never the raw path, so they add no series.
 fn route_template(head: &RequestHead<'_>) -> Option<&'static str> {
     let path = head.uri().path();
-    if path.len() > PROXY_PREFIX.len() && path.starts_with(PROXY_PREFIX) {
+    if is_proxied(path) {
         return Some(PROXY_ROUTE);
     }
     [HEALTHZ, READYZ, METRICS]
@@ -309,20 +312,21 @@ pub fn build(
     });
     let queue_handle = queue.as_ref().map(|q| q.handle());
 
-    // The proxy route is one concrete stack (deadline, queue, handler) boxed once by the router;
-    // `route_layer` would box the route again per layer and clone each box on every request.
+    // The proxy route is one concrete stack (deadline, queue, handler) that proxied paths reach
+    // without going through axum's router (`dispatch`); `route_layer` would also box the route
+    // again per layer and clone each box on every request.
     let proxy = proxy::proxy.with_state(gateway);
     let proxy = ServiceBuilder::new()
         .layer(optional(deadline))
         .layer(optional(queue))
         .service(proxy);
-    let mut app = Router::new()
-        .route_service(PROXY_ROUTE, proxy)
+    let mut router = Router::new()
         .route(HEALTHZ, get(|| async { "ok" }))
         .route(READYZ, get(readyz).with_state(queue_handle.clone()));
     if let Some(prometheus) = metrics {
-        app = app.route(METRICS, get(prometheus.handler()));
+        router = router.route(METRICS, get(prometheus.handler()));
     }
+    let app = ProxyFirst::new(proxy, router);
     let server_metrics = meter.as_ref().map(|meter| {
         MetricsLayer::http_server(meter)
             .active_requests(true)
