@@ -55,6 +55,8 @@ pub(crate) fn package() -> Result<(), String> {
             "xtask-bench",
             "--exclude",
             "gateway",
+            "--exclude",
+            "grpc-example",
             "--allow-dirty",
         ],
         &[],
