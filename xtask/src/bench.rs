@@ -58,6 +58,12 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
             test.extend(["-p", krate]);
         }
         step("bench: criterion smoke", &cargo, &test, &[])?;
+        step(
+            "bench: grpc smoke",
+            &cargo,
+            &["test", "-p", "grpc-example", "--benches"],
+            &[],
+        )?;
         let out = format!("{target}/bench-quick.md");
         std::fs::write(&out, document(&system, None, "cargo xtask bench --quick"))
             .map_err(|e| format!("{out}: {e}"))?;
@@ -93,6 +99,25 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         criterion_output.push_str(&criterion_table(&String::from_utf8_lossy(&output.stdout)));
     }
     let table = criterion_output;
+    eprintln!("xtask: gRPC unary calls through examples/grpc");
+    let output = Command::new(&cargo)
+        .args(["bench", "-p", "grpc-example", "--bench", "unary"])
+        .output()
+        .map_err(|e| format!("cargo bench -p grpc-example: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "cargo bench -p grpc-example failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    let grpc = format!(
+        "## 5. gRPC: unary calls through examples/grpc\n\n\
+         tonic client -> edge -> backend in one process on loopback, one HTTP/2 connection from \
+         the client, 32 calls in flight, 5 s per run, 3 runs alternating; medians \
+         (`cargo bench -p grpc-example`).\n\n{}\n",
+        String::from_utf8_lossy(&output.stdout).trim_end()
+    );
+    let table = format!("{table}{grpc}");
     std::fs::write(
         "BENCHMARKS.md",
         document(&system, Some(&table), "cargo xtask bench"),
