@@ -27,6 +27,7 @@ pub const X_OVERLOAD_STATUS: HeaderName = HeaderName::from_static("x-overload-st
 
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+const GRPC_RETRY_PUSHBACK_MS: HeaderName = HeaderName::from_static("grpc-retry-pushback-ms");
 
 /// [`BoundedQueueLayer`] in HTTP mode: answers instead of erroring.
 ///
@@ -34,7 +35,8 @@ const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 ///   Unavailable` with `Retry-After` (default 1 s) and a one-line text body;
 /// - `DeadlineExceeded` (feature `deadline`): `504 Gateway Timeout`;
 /// - gRPC requests (`content-type: application/grpc*`): HTTP 200 with `grpc-status: 14`
-///   (UNAVAILABLE) for overload and queue timeout, `grpc-status: 4` (DEADLINE_EXCEEDED) for a
+///   (UNAVAILABLE) and `grpc-retry-pushback-ms` (the `Retry-After` in milliseconds, gRPC's
+///   equivalent) for overload and queue timeout, `grpc-status: 4` (DEADLINE_EXCEEDED) for a
 ///   passed deadline.
 ///
 /// Errors of the inner service pass through unchanged. The response body is wrapped in
@@ -265,6 +267,13 @@ fn answer<B>(rejection: Rejection, grpc: bool, retry_after: u64) -> Response<Que
         // Our messages are printable ASCII without '%', so they need no percent-encoding.
         if let Ok(value) = HeaderValue::from_str(&message) {
             headers.insert(GRPC_MESSAGE, value);
+        }
+        // gRPC's own Retry-After (gRFC A6): when a retrying client may try again.
+        if grpc_status == "14" && retry_after > 0 {
+            headers.insert(
+                GRPC_RETRY_PUSHBACK_MS,
+                HeaderValue::from(retry_after.saturating_mul(1000)),
+            );
         }
         return response;
     }

@@ -147,6 +147,10 @@ async fn grpc_requests_get_unavailable_and_the_status_header_steers() {
     let grpc = common::request(&client, addr, "/", Some("application/grpc+proto")).await;
     assert_eq!(grpc.status, StatusCode::OK);
     assert_eq!(grpc.headers["grpc-status"], "14");
+    assert_eq!(
+        grpc.headers["grpc-retry-pushback-ms"], "1000",
+        "Retry-After's gRPC twin"
+    );
     assert_eq!(grpc.headers["content-type"], "application/grpc");
     assert!(
         grpc.headers["grpc-message"]

@@ -476,6 +476,7 @@ async fn http_mode_answers_queue_timeouts_with_503_and_configurable_retry_after(
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["grpc-status"], "14");
     assert!(!response.headers().contains_key(http::header::RETRY_AFTER));
+    assert_eq!(response.headers()["grpc-retry-pushback-ms"], "3000");
 
     // Zero leaves the header out.
     let layer = BoundedQueueLayer::new(1)

@@ -237,3 +237,58 @@ async fn statuses_from_trailers_reach_the_metrics_with_the_method_from_the_path(
         assert_eq!((streamed, unary), (hops, hops), "{metric}:\n{text}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_full_backend_answers_unavailable_at_once_and_the_edge_retries_after_its_pushback() {
+    let one_at_a_time = HopSettings {
+        concurrency: 1,
+        queue_capacity: 0,
+        ..HopSettings::default()
+    };
+    let mut chain = chain(one_at_a_time, HopSettings::default()).await;
+    let slow = EchoRequest {
+        delay_ms: 500,
+        ..echo("slow")
+    };
+    let mut occupant = chain.client.clone();
+    let occupying = tokio::spawn(async move { occupant.unary(slow).await });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(chain.backend.calls.load(Ordering::SeqCst), 1);
+
+    // Straight to the backend: turned away at once, with gRPC's pushback.
+    let direct = Channel::from_shared(format!("http://{}", chain._servers.1.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let status = EchoClient::new(direct).unary(echo("x")).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(started.elapsed() < Duration::from_millis(5));
+    assert_eq!(
+        status.metadata().get("grpc-retry-pushback-ms").unwrap(),
+        "1000"
+    );
+
+    // Through the edge: its retry waits the pushback (not the 100 ms backoff), by when the
+    // slot is free again.
+    let started = tokio::time::Instant::now();
+    let reply = chain
+        .client
+        .unary(echo("after"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.message, "after");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1000),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(occupying.await.unwrap().is_ok());
+    assert_eq!(
+        chain.backend.calls.load(Ordering::SeqCst),
+        2,
+        "rejected attempts never reached the handler"
+    );
+}
