@@ -3,6 +3,8 @@
 //! test leaves nothing behind.
 #![allow(dead_code)]
 
+pub mod fault_proxy;
+
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;

@@ -8,6 +8,7 @@ mod common;
 
 mod config;
 mod deadline;
+mod faults;
 mod metrics;
 mod proxy;
 mod queue;
