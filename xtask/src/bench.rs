@@ -111,7 +111,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         ));
     }
     let grpc = format!(
-        "## 5. gRPC: unary calls through examples/grpc\n\n\
+        "## 6. gRPC: unary calls through examples/grpc\n\n\
          tonic client -> edge -> backend in one process on loopback, one HTTP/2 connection from \
          the client, 32 calls in flight, 5 s per run, 3 runs alternating; medians \
          (`cargo bench -p grpc-example`).\n\n{}\n",
@@ -141,7 +141,7 @@ fn document(system: &str, criterion: Option<&str>, command: &str) -> String {
     );
     md.push_str(system);
     if let Some(table) = criterion {
-        md.push_str("## 4. Per-crate criterion benchmarks (quick mode)\n\n");
+        md.push_str("## 5. Per-crate criterion benchmarks (quick mode)\n\n");
         md.push_str(
             "Time per call, median estimate; `x bare` divides by the group's bare inner service \
              (`bare` or `bare_service`) when the group has one. Each crate's README and \

@@ -283,6 +283,50 @@ pub(crate) async fn batch(
     Ok(report)
 }
 
+/// Request `i` of `deadlines` carries `x-request-id: i` and `x-request-timeout-ms` of its
+/// deadline; at most `concurrency` at once, each given up on after `cap` (status 0, latency
+/// `cap`): the answers' statuses and latencies, in request order.
+pub(crate) async fn with_deadlines(
+    addr: SocketAddr,
+    path: &str,
+    deadlines: &[Duration],
+    concurrency: usize,
+    cap: Duration,
+) -> Result<Vec<Outcome>, String> {
+    let client = pooled_client();
+    let limit = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let mut tasks = Vec::new();
+    for (id, deadline) in deadlines.iter().enumerate() {
+        let permit = limit
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut request = request(addr, path, Some(id as u64));
+        request.headers_mut().insert(
+            "x-request-timeout-ms",
+            http::HeaderValue::from(deadline.as_millis() as u64),
+        );
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let begun = Instant::now();
+            let status = tokio::time::timeout(cap, read_status(client.request(request)))
+                .await
+                .unwrap_or(0);
+            drop(permit);
+            Outcome {
+                status,
+                latency: begun.elapsed(),
+            }
+        }));
+    }
+    let mut outcomes = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        outcomes.push(task.await.map_err(|e| e.to_string())?);
+    }
+    Ok(outcomes)
+}
+
 /// A plain GET, for `/stats` and `/metrics`.
 pub(crate) async fn get_text(addr: SocketAddr, path: &str) -> Result<String, String> {
     let response = pooled_client()

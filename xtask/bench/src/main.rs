@@ -1,7 +1,7 @@
 //! Programs behind `cargo xtask bench`, one binary with subcommands so a single build serves every
 //! process of the benchmark:
 //!
-//! - `upstream fast|slow|mixed`: the upstreams the proxies call;
+//! - `upstream fast|slow|mixed|faulty`: the upstreams the proxies call;
 //! - `bare-proxy URL`: the minimal hyper reverse proxy (the physical limit for a proxy here);
 //! - `naive-retry-proxy URL`: a proxy retrying every failure with plain `tower::retry`;
 //! - `run [--quick] [--gateway PATH] [--out FILE]`: runs the whole benchmark and writes markdown;
@@ -27,7 +27,7 @@ fn main() -> ExitCode {
         Some("naive-retry-proxy") => proxy::main(arg(1), true),
         Some("run") => run::main(&args[1..]),
         _ => Err(
-            "usage: xtask-bench upstream fast|slow|mixed | bare-proxy URL | \
+            "usage: xtask-bench upstream fast|slow|mixed|faulty | bare-proxy URL | \
                   naive-retry-proxy URL | run [--quick] [--gateway PATH] [--out FILE]"
                 .to_string(),
         ),

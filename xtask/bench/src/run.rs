@@ -19,6 +19,7 @@ struct Settings {
     overload_secs: u64,
     latency_secs: u64,
     retry_requests: u64,
+    compliance_requests: usize,
 }
 
 impl Settings {
@@ -32,6 +33,7 @@ impl Settings {
             overload_secs: 20,
             latency_secs: 10,
             retry_requests: 2000,
+            compliance_requests: 2000,
         }
     }
 
@@ -43,6 +45,7 @@ impl Settings {
             overload_secs: 3,
             latency_secs: 2,
             retry_requests: 200,
+            compliance_requests: 200,
         }
     }
 }
@@ -191,6 +194,7 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
         .await?;
         overload(&me, &gateway, &settings, &mut markdown).await?;
         retry_efficiency(&me, &gateway, &settings, &mut markdown).await?;
+        timeout_compliance(&me, &gateway, &settings, &mut markdown).await?;
         Ok::<_, String>(markdown)
     })?;
     match out {
@@ -806,5 +810,79 @@ async fn retry_efficiency(
         (1.0 - ours.0 as f64 / naive.0 as f64) * 100.0,
         ours.1 - naive.1
     );
+    Ok(())
+}
+
+/// The brief's "100% of operations respect timeouts", as a figure: requests with deadlines
+/// drawn from 50 ms to 2 s into an upstream with faults (slow answers past most deadlines,
+/// 503s, resets, answers that never come), through the gateway with every flag on and with
+/// every flag off.
+async fn timeout_compliance(
+    me: &Path,
+    gateway: &Path,
+    s: &Settings,
+    md: &mut String,
+) -> Result<(), String> {
+    /// How late an answer may be and still count as within its deadline.
+    const TOLERANCE: Duration = Duration::from_millis(5);
+    /// When the benchmark stops waiting (an answer that never comes counts as this late).
+    const GIVE_UP: Duration = Duration::from_secs(5);
+    let n = s.compliance_requests;
+    eprintln!("bench: timeout compliance, {n} requests per configuration");
+    let deadlines: Vec<Duration> = (0..n as u64)
+        .map(|i| Duration::from_millis(50 + crate::upstream::splitmix(i ^ 0xDEAD_BEEF) % 1951))
+        .collect();
+    let _ = writeln!(md, "## 4. Timeout compliance\n");
+    let _ = writeln!(
+        md,
+        "{n} requests, 64 at a time, each with a deadline drawn from 50 ms to 2 s \
+         (`x-request-timeout-ms`), into an upstream that per request answers at once (60%), \
+         after up to 3 s (15%), 503 (10%), resets the connection (10%) or never answers (5%). \
+         Within deadline = answered (any status) no later than the deadline + {} ms; lateness = \
+         how far past its deadline an answer came (the benchmark gives up after {} s).\n",
+        TOLERANCE.as_millis(),
+        GIVE_UP.as_secs()
+    );
+    let _ = writeln!(
+        md,
+        "| configuration | within deadline | p99 lateness ms | max lateness ms | 200 | 502 | 503 | 504 | no answer |\n|---|---|---|---|---|---|---|---|---|"
+    );
+    for (name, flags) in [
+        ("gateway, all flags on", &ALL_FLAGS[..]),
+        ("gateway, flags off (before)", &[][..]),
+    ] {
+        let upstream = Server::start(me, &["upstream", "faulty"], &[])?;
+        let proxy = Server::start(gateway, &[], &gateway_env(&upstream.url(), flags, &[]))?;
+        let outcomes =
+            load::with_deadlines(proxy.addr, "/v1/comply", &deadlines, 64, GIVE_UP).await?;
+        let mut lateness: Vec<Duration> = outcomes
+            .iter()
+            .zip(&deadlines)
+            .map(|(o, d)| o.latency.saturating_sub(*d))
+            .collect();
+        let within = lateness.iter().filter(|l| **l <= TOLERANCE).count();
+        lateness.sort_unstable();
+        let p99 = lateness[((lateness.len() - 1) as f64 * 0.99).round() as usize];
+        let max = lateness[lateness.len() - 1];
+        let count = |status: u16| outcomes.iter().filter(|o| o.status == status).count();
+        eprintln!(
+            "bench:   {name}: {:.1}% within deadline, p99 lateness {} ms",
+            within as f64 * 100.0 / n as f64,
+            ms(Some(p99))
+        );
+        let _ = writeln!(
+            md,
+            "| {name} | {:.1}% | {} | {} | {} | {} | {} | {} | {} |",
+            within as f64 * 100.0 / n as f64,
+            ms(Some(p99)),
+            ms(Some(max)),
+            count(200),
+            count(502),
+            count(503),
+            count(504),
+            count(0)
+        );
+    }
+    md.push('\n');
     Ok(())
 }

@@ -2,9 +2,10 @@
 //! benchmark's script keyed by `x-request-id`: ids with `id % 10 < 3` always get 404 (never worth
 //! retrying), `3..5` get 503 on their first call and 200 after (transient), the rest 200.
 //! `GET /stats` answers `calls=N wasted=W`, wasted being calls beyond the first for 404 ids.
+//! `faulty` draws a fault from each request's id (see [`Fault::of`]): what the timeout
+//! compliance benchmark sends requests with deadlines into.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,6 +22,41 @@ enum Mode {
     Fast,
     Slow,
     Mixed,
+    Faulty,
+}
+
+/// What the `faulty` upstream does with one request.
+enum Fault {
+    Ok,
+    /// 200 after this long (up to 3 s: past most deadlines the benchmark draws).
+    Slow(Duration),
+    Unavailable,
+    /// Closes the connection without an answer.
+    Reset,
+    /// Never answers (for a minute).
+    Hang,
+}
+
+impl Fault {
+    /// 60% ok, 15% slow, 10% 503, 10% reset, 5% hang; the same id always draws the same fault.
+    fn of(id: u64) -> Fault {
+        let h = splitmix(id);
+        match h % 100 {
+            0..60 => Fault::Ok,
+            60..75 => Fault::Slow(Duration::from_millis((h >> 8) % 3000)),
+            75..85 => Fault::Unavailable,
+            85..95 => Fault::Reset,
+            _ => Fault::Hang,
+        }
+    }
+}
+
+/// SplitMix64: a well-spread hash of an id.
+pub(crate) fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 #[derive(Default)]
@@ -35,6 +71,7 @@ pub(crate) fn main(mode: &str) -> Result<(), String> {
         "fast" => Mode::Fast,
         "slow" => Mode::Slow,
         "mixed" => Mode::Mixed,
+        "faulty" => Mode::Faulty,
         other => return Err(format!("unknown upstream mode `{other}`")),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -69,7 +106,7 @@ async fn answer(
     mode: Mode,
     counts: Arc<Mutex<Counts>>,
     request: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<Full<Bytes>>, std::io::Error> {
     if request.uri().path() == "/stats" {
         let counts = counts.lock().unwrap();
         let text = format!("calls={} wasted={}", counts.calls, counts.wasted);
@@ -80,6 +117,23 @@ async fn answer(
         Mode::Slow => {
             tokio::time::sleep(Duration::from_millis(50)).await;
             StatusCode::OK
+        }
+        Mode::Faulty => {
+            let id = request_id(&request);
+            match Fault::of(id) {
+                Fault::Ok => StatusCode::OK,
+                Fault::Slow(delay) => {
+                    tokio::time::sleep(delay).await;
+                    StatusCode::OK
+                }
+                Fault::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                // An error from the service makes hyper drop the connection unanswered.
+                Fault::Reset => return Err(std::io::ErrorKind::ConnectionReset.into()),
+                Fault::Hang => {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    StatusCode::OK
+                }
+            }
         }
         Mode::Mixed => {
             let id = request
@@ -108,4 +162,13 @@ async fn answer(
     let mut response = Response::new(Full::new(Bytes::from_static(b"ok")));
     *response.status_mut() = status;
     Ok(response)
+}
+
+fn request_id(request: &Request<Incoming>) -> u64 {
+    request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
 }
