@@ -9,7 +9,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use http::Uri;
+use http::{StatusCode, Uri};
+
+use crate::fault::Faults;
 
 /// The command line, as clap sees it: raw strings, validated by [`Settings::from_args`].
 #[derive(Parser, Debug)]
@@ -159,6 +161,32 @@ pub struct Args {
     )]
     pub cp2_observability_metrics_enabled: String,
 
+    /// Inject a status on a share of provider calls: `STATUS@PERCENT`, e.g. `503@10`.
+    #[arg(long, allow_hyphen_values = true, env = "GATEWAY_FAULT_ABORT")]
+    pub fault_abort: Option<String>,
+
+    /// Delay a share of provider calls: `MILLISECONDS@PERCENT`, e.g. `200@5`.
+    #[arg(long, allow_hyphen_values = true, env = "GATEWAY_FAULT_DELAY")]
+    pub fault_delay: Option<String>,
+
+    /// Reset a share of provider calls, in percent (as a provider closing the connection).
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        env = "GATEWAY_FAULT_RESET",
+        default_value = "0"
+    )]
+    pub fault_reset: String,
+
+    /// Honour `x-fault-abort` / `x-fault-delay-ms` request headers (true/1/yes, false/0/no).
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        env = "GATEWAY_FAULT_HEADERS",
+        default_value = "false"
+    )]
+    pub fault_headers: String,
+
     /// Tenants (from `x-tenant-id`) allowed as the `tenant` label; others become `other`.
     #[arg(
         long,
@@ -220,6 +248,8 @@ pub struct Settings {
     pub demo: Demo,
     pub flags: Flags,
     pub tenant_allowlist: Vec<String>,
+    /// Injected faults on provider calls (none by default).
+    pub faults: Faults,
 }
 
 /// A setting with a value the gateway refuses to start with.
@@ -292,6 +322,61 @@ fn parse_millis(
     max: u64,
 ) -> Result<Duration, ConfigError> {
     parse_number(setting, value, min, max).map(Duration::from_millis)
+}
+
+fn parse_percent(setting: &'static str, value: &str) -> Result<f64, ConfigError> {
+    match value.trim().parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
+        _ => Err(invalid(setting, value, "a percentage from 0 to 100")),
+    }
+}
+
+/// `VALUE@PERCENT`, as the fault settings take it.
+fn parse_share<'a>(
+    setting: &'static str,
+    value: &'a str,
+    expected: &str,
+) -> Result<(&'a str, f64), ConfigError> {
+    let (what, percent) = value
+        .split_once('@')
+        .ok_or_else(|| invalid(setting, value, expected))?;
+    let percent = parse_percent(setting, percent).map_err(|_| invalid(setting, value, expected))?;
+    Ok((what.trim(), percent))
+}
+
+fn parse_faults(args: &Args) -> Result<Faults, ConfigError> {
+    const ABORT: &str = "GATEWAY_FAULT_ABORT";
+    const DELAY: &str = "GATEWAY_FAULT_DELAY";
+    let abort = match args.fault_abort.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(value) => {
+            let expected = "STATUS@PERCENT, e.g. 503@10 (a status from 100 to 599)";
+            let (status, percent) = parse_share(ABORT, value, expected)?;
+            let status = status
+                .parse::<u16>()
+                .ok()
+                .filter(|c| (100..=599).contains(c))
+                .and_then(|c| StatusCode::from_u16(c).ok())
+                .ok_or_else(|| invalid(ABORT, value, expected))?;
+            Some((status, percent))
+        }
+    };
+    let delay = match args.fault_delay.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(value) => {
+            let expected = "MILLISECONDS@PERCENT, e.g. 200@5";
+            let (ms, percent) = parse_share(DELAY, value, expected)?;
+            let ms = parse_number::<u64>(DELAY, ms, 0, 86_400_000)
+                .map_err(|_| invalid(DELAY, value, expected))?;
+            Some((Duration::from_millis(ms), percent))
+        }
+    };
+    Ok(Faults {
+        abort,
+        delay,
+        reset_percent: parse_percent("GATEWAY_FAULT_RESET", &args.fault_reset)?,
+        headers: parse_flag("GATEWAY_FAULT_HEADERS", &args.fault_headers)?,
+    })
 }
 
 /// Parses `name=url,...`: names unique and non-empty, URLs `http://host[:port][/prefix]`.
@@ -392,6 +477,7 @@ impl Settings {
                 ));
             }
         };
+        let faults = parse_faults(args)?;
         const DAY_MS: u64 = 86_400_000;
         let workers = match parse_number("GATEWAY_WORKERS", &args.workers, 0, 1024)? {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
@@ -428,6 +514,7 @@ impl Settings {
                 failure_rate,
             },
             flags,
+            faults,
             tenant_allowlist: args
                 .metrics_tenant_label_allowlist
                 .split(',')
@@ -485,6 +572,28 @@ mod tests {
         assert_eq!(s.retry_base, Duration::from_millis(100));
         assert_eq!(s.flags, Flags::default());
         assert!(s.tenant_allowlist.is_empty());
+        assert!(!s.faults.any(), "no fault injected unless configured");
+    }
+
+    #[test]
+    fn faults_are_read_from_their_settings() {
+        let args = Args::try_parse_from([
+            "gateway",
+            "--fault-abort",
+            "503@12.5",
+            "--fault-delay",
+            "200@5",
+            "--fault-reset",
+            "3",
+            "--fault-headers",
+            "yes",
+        ])
+        .unwrap();
+        let faults = Settings::from_args(&args).unwrap().faults;
+        assert_eq!(faults.abort, Some((StatusCode::SERVICE_UNAVAILABLE, 12.5)));
+        assert_eq!(faults.delay, Some((Duration::from_millis(200), 5.0)));
+        assert_eq!(faults.reset_percent, 3.0);
+        assert!(faults.headers);
     }
 
     #[test]
@@ -497,6 +606,12 @@ mod tests {
             (&["--timeout-ms", "abc"], "GATEWAY_TIMEOUT_MS"),
             (&["--connect-timeout-ms", "0"], "GATEWAY_CONNECT_TIMEOUT_MS"),
             (&["--retry-max", "1e3"], "GATEWAY_RETRY_MAX"),
+            (&["--fault-abort", "503"], "GATEWAY_FAULT_ABORT"),
+            (&["--fault-abort", "999@10"], "GATEWAY_FAULT_ABORT"),
+            (&["--fault-abort", "503@101"], "GATEWAY_FAULT_ABORT"),
+            (&["--fault-delay", "x@5"], "GATEWAY_FAULT_DELAY"),
+            (&["--fault-reset", "-1"], "GATEWAY_FAULT_RESET"),
+            (&["--fault-headers", "maybe"], "GATEWAY_FAULT_HEADERS"),
             (&["--workers", "2000"], "GATEWAY_WORKERS"),
             (&["--retry-base-ms", ""], "GATEWAY_RETRY_BASE_MS"),
             (&["--demo-failure-rate", "1.5"], "GATEWAY_DEMO_FAILURE_RATE"),

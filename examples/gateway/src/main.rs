@@ -6,6 +6,7 @@
 mod config;
 mod demo_provider;
 mod dispatch;
+mod fault;
 mod optional;
 mod proxy;
 mod routing;

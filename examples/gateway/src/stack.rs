@@ -37,6 +37,7 @@ use tower_retry_classified::{Backoff, ReplayBody, RetryLayer};
 
 use crate::config::{Settings, Upstream};
 use crate::dispatch::{ProxyFirst, is_proxied};
+use crate::fault::FaultLayer;
 use crate::optional::optional;
 use crate::proxy::{self, Gateway, Provider};
 use crate::routing;
@@ -157,11 +158,18 @@ pub fn upstream_service(
             None => layer,
         }
     });
+    // Injected faults (off unless configured) act below the retry layer, as a provider's own
+    // failures would (`fault`).
+    let faults = settings
+        .faults
+        .any()
+        .then(|| FaultLayer::new(settings.faults.clone()));
     let target = UpstreamTarget::new(&upstream.base);
     ServiceBuilder::new()
         .layer(optional(metrics))
         .map_request(move |request| target.apply(request))
         .layer(retry)
+        .layer(optional(faults))
         .option_layer(propagate)
         .map_err(Into::<BoxError>::into)
         .service(client)

@@ -22,14 +22,16 @@ const PROXY_ROUTE: &str = "http_route=\"/v1/{*path}\"";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_fault_ends_in_an_answer_within_the_deadline_and_the_counts_add_up() {
     // Each fault, and how the faulty provider's requests end: `None` when they are served.
-    let faults = [
+    // Resets are retried while the deadline allows, so one may still be in flight when the
+    // deadline ends it: 504 rather than 502.
+    let faults: [(Fault, Option<&[u16]>); 7] = [
         (Fault::Latency(Duration::from_millis(100)), None),
-        (Fault::Latency(Duration::from_secs(2)), Some(504)),
+        (Fault::Latency(Duration::from_secs(2)), Some(&[504])),
         (Fault::Bandwidth(2_000), None),
-        (Fault::ResetPeerAfter(20), Some(502)),
+        (Fault::ResetPeerAfter(20), Some(&[502, 504])),
         (Fault::SlowClose(Duration::from_millis(300)), None),
-        (Fault::Blackhole, Some(504)),
-        (Fault::HalfOpen, Some(504)),
+        (Fault::Blackhole, Some(&[504])),
+        (Fault::HalfOpen, Some(&[504])),
     ];
     for (fault, failure) in faults {
         let behind_fault = Upstream::fixed(200, Duration::ZERO).await;
@@ -74,7 +76,7 @@ async fn every_fault_ends_in_an_answer_within_the_deadline_and_the_counts_add_up
         let ok = seen.get(&200).copied().unwrap_or(0);
         match failure {
             None => assert_eq!(ok, REQUESTS, "{fault:?}: {seen:?}"),
-            Some(status) => {
+            Some(statuses) => {
                 // Round robin sends every other request to the healthy provider (more once
                 // the faulty one is skipped); the faulty one's requests fail, and only those.
                 assert!(ok >= REQUESTS / 2, "{fault:?}: {seen:?}");
@@ -83,7 +85,8 @@ async fn every_fault_ends_in_an_answer_within_the_deadline_and_the_counts_add_up
                     ok,
                     "{fault:?}: only the healthy provider served"
                 );
-                assert_eq!(ok + seen[&status], REQUESTS, "{fault:?}: {seen:?}");
+                let failed: usize = statuses.iter().filter_map(|s| seen.get(s)).sum();
+                assert_eq!(ok + failed, REQUESTS, "{fault:?}: {seen:?}");
             }
         }
 
@@ -101,5 +104,93 @@ async fn every_fault_ends_in_an_answer_within_the_deadline_and_the_counts_add_up
             let label = format!("http_response_status_code=\"{status}\"");
             assert_eq!(counted(&[PROXY_ROUTE, &label]), *n, "{fault:?}: {status}");
         }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_faults_act_like_a_failing_provider_and_headers_need_the_operators_consent() {
+    let upstream = Upstream::fixed(200, Duration::ZERO).await;
+    let list = upstreams(&[("p", &upstream)]);
+    let with = |headers: &[(&'static str, &'static str)]| {
+        let mut request = Request::get("/");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request
+    };
+
+    // Header faults allowed, all flags on: an injected 503 is retried like a real one and
+    // never reaches the provider; a delay delays; the x-fault-* headers are not forwarded.
+    let gateway = Gateway::start(&env(
+        ALL_ON,
+        &[
+            ("GATEWAY_UPSTREAMS", &list),
+            ("GATEWAY_FAULT_HEADERS", "true"),
+            ("GATEWAY_RETRY_BASE_MS", "1"),
+        ],
+    ));
+    let send_with = |headers: &[(&'static str, &'static str)]| {
+        let request = with(headers)
+            .uri(gateway.url("/v1/f"))
+            .body(Full::default())
+            .unwrap();
+        async move { send(&client(), request).await }
+    };
+    let aborted = send_with(&[("x-fault-abort", "503")]).await;
+    assert_eq!(aborted.status.as_u16(), 503, "{}", aborted.body);
+    assert!(aborted.body.contains("injected fault"), "{}", aborted.body);
+    assert_eq!(upstream.calls(), 0);
+    let metrics = get(&client(), &gateway.url("/metrics")).await.body;
+    let retries = sample_sum(&metrics, "tower_retry_attempts_total", &[]);
+    assert_eq!(
+        retries, 5.0,
+        "1 + 4 attempts, each an injected 503:\n{metrics}"
+    );
+
+    let delayed = send_with(&[("x-fault-delay-ms", "150")]).await;
+    assert_eq!(delayed.status.as_u16(), 200);
+    assert!(
+        delayed.took >= Duration::from_millis(150),
+        "{:?}",
+        delayed.took
+    );
+    let seen = upstream.seen().pop().unwrap();
+    assert!(!seen.headers.contains_key("x-fault-delay-ms"));
+    drop(gateway);
+
+    // Without the operator's consent the headers do nothing.
+    let gateway = Gateway::start(&env(
+        ALL_OFF,
+        &[("GATEWAY_UPSTREAMS", &list), ("GATEWAY_FAULT_RESET", "0")],
+    ));
+    let request = with(&[("x-fault-abort", "503")])
+        .uri(gateway.url("/v1/f"))
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(send(&client(), request).await.status.as_u16(), 200);
+    drop(gateway);
+
+    // Percentages: every call reset (flags off: the caller gets 502), every call aborted.
+    for (setting, value, status) in [
+        ("GATEWAY_FAULT_RESET", "100", 502),
+        ("GATEWAY_FAULT_ABORT", "429@100", 429),
+    ] {
+        let before = upstream.calls();
+        let gateway = Gateway::start(&env(
+            ALL_OFF,
+            &[("GATEWAY_UPSTREAMS", &list), (setting, value)],
+        ));
+        let answer = get(&client(), &gateway.url("/v1/f")).await;
+        assert_eq!(
+            answer.status.as_u16(),
+            status,
+            "{setting}={value}: {}",
+            answer.body
+        );
+        assert_eq!(
+            upstream.calls(),
+            before,
+            "{setting}: the provider is never called"
+        );
     }
 }
