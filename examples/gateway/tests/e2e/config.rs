@@ -41,6 +41,8 @@ fn invalid_settings_exit_2_naming_the_setting() {
         ("GATEWAY_DEMO_FAILURE_RATE", "2"),
         ("GATEWAY_WORKERS", "-1"),
         ("GATEWAY_WORKERS", "two"),
+        ("GATEWAY_FAULT_ABORT", "503@x"),
+        ("GATEWAY_FAULT_HEADERS", "sometimes"),
     ];
     for (setting, value) in cases {
         let (code, stderr) = refuse(&[(setting, value)]);
@@ -73,6 +75,10 @@ fn help_lists_every_setting_with_its_default_and_flags_work_like_variables() {
         ("CP2_QUEUE_MANAGEMENT_ENABLED", Some("false")),
         ("CP2_OBSERVABILITY_METRICS_ENABLED", Some("false")),
         ("METRICS_TENANT_LABEL_ALLOWLIST", None),
+        ("GATEWAY_FAULT_ABORT", None),
+        ("GATEWAY_FAULT_DELAY", None),
+        ("GATEWAY_FAULT_RESET", Some("0")),
+        ("GATEWAY_FAULT_HEADERS", Some("false")),
     ] {
         let flag = format!("--{}", setting.to_lowercase().replace('_', "-"));
         let flag = flag.replace("--gateway-", "--");
