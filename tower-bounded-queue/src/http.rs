@@ -25,6 +25,13 @@ use crate::layer::BoundedQueueLayer;
 /// The conventional name for the optional status header, `x-overload-status`.
 pub const X_OVERLOAD_STATUS: HeaderName = HeaderName::from_static("x-overload-status");
 
+/// `x-overloaded: true`, on every answer the queue turns a request away with (503, and gRPC
+/// UNAVAILABLE): it tells our own overload rejection from an upstream's 503 passed through, as
+/// Envoy's `x-envoy-overloaded` does. `tower-retry-classified` never retries an answer carrying
+/// it (the queue already shed that request; a retry one hop up would put the load back), unless
+/// told to with `HttpClassifier::retry_overloaded_peers`.
+pub const X_OVERLOADED: HeaderName = HeaderName::from_static("x-overloaded");
+
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 const GRPC_RETRY_PUSHBACK_MS: HeaderName = HeaderName::from_static("grpc-retry-pushback-ms");
@@ -32,7 +39,7 @@ const GRPC_RETRY_PUSHBACK_MS: HeaderName = HeaderName::from_static("grpc-retry-p
 /// [`BoundedQueueLayer`] in HTTP mode: answers instead of erroring.
 ///
 /// - [`Overloaded`](crate::Overloaded) and [`QueueTimeout`](crate::QueueTimeout): `503 Service
-///   Unavailable` with `Retry-After` (default 1 s) and a one-line text body;
+///   Unavailable` with `Retry-After` (default 1 s), [`X_OVERLOADED`] and a one-line text body;
 /// - `DeadlineExceeded` (feature `deadline`): `504 Gateway Timeout`;
 /// - gRPC requests (`content-type: application/grpc*`): HTTP 200 with `grpc-status: 14`
 ///   (UNAVAILABLE) and `grpc-retry-pushback-ms` (the `Retry-After` in milliseconds, gRPC's
@@ -258,6 +265,8 @@ fn answer<B>(rejection: Rejection, grpc: bool, retry_after: u64) -> Response<Que
         #[cfg(feature = "deadline")]
         Rejection::Deadline(e) => (StatusCode::GATEWAY_TIMEOUT, "4", e.to_string()),
     };
+    // Load shed here, as opposed to a deadline that ran out while waiting.
+    let shed = status == StatusCode::SERVICE_UNAVAILABLE;
     if grpc {
         // A trailers-only gRPC answer: status in the headers, empty body.
         let mut response = Response::new(QueueBody::message(Bytes::new()));
@@ -267,6 +276,9 @@ fn answer<B>(rejection: Rejection, grpc: bool, retry_after: u64) -> Response<Que
         // Our messages are printable ASCII without '%', so they need no percent-encoding.
         if let Ok(value) = HeaderValue::from_str(&message) {
             headers.insert(GRPC_MESSAGE, value);
+        }
+        if shed {
+            headers.insert(X_OVERLOADED, HeaderValue::from_static("true"));
         }
         // gRPC's own Retry-After (gRFC A6): when a retrying client may try again.
         if grpc_status == "14" && retry_after > 0 {
@@ -284,8 +296,11 @@ fn answer<B>(rejection: Rejection, grpc: bool, retry_after: u64) -> Response<Que
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    if status == StatusCode::SERVICE_UNAVAILABLE && retry_after > 0 {
-        headers.insert(RETRY_AFTER, HeaderValue::from(retry_after));
+    if shed {
+        headers.insert(X_OVERLOADED, HeaderValue::from_static("true"));
+        if retry_after > 0 {
+            headers.insert(RETRY_AFTER, HeaderValue::from(retry_after));
+        }
     }
     response
 }

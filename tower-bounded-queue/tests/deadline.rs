@@ -139,6 +139,10 @@ async fn http_mode_reads_the_deadline_from_extensions_and_answers_504_or_grpc_4(
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert!(
+        !response.headers().contains_key("x-overloaded"),
+        "a deadline is not load shed"
+    );
     assert!(!response.headers().contains_key(http::header::RETRY_AFTER));
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert!(

@@ -8,7 +8,9 @@ use axum::Router;
 use axum::routing::get;
 use common::{Gate, TestMetrics, client, serve, wait_until};
 use http::StatusCode;
-use tower_bounded_queue::{BoundedQueueLayer, OverloadReason, QueueStatus, X_OVERLOAD_STATUS};
+use tower_bounded_queue::{
+    BoundedQueueLayer, OverloadReason, QueueStatus, X_OVERLOAD_STATUS, X_OVERLOADED,
+};
 
 fn app(gate: &Gate) -> Router {
     let gate = gate.clone();
@@ -74,6 +76,7 @@ async fn twenty_requests_give_six_admitted_and_fourteen_rejected_at_once() {
     for answer in &rejected {
         assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(answer.headers[http::header::RETRY_AFTER], "1");
+        assert_eq!(answer.headers[&X_OVERLOADED], "true");
         assert_eq!(answer.body, "overloaded: queue full (4 of 4 waiting)\n");
     }
     assert_eq!(handle.status(), QueueStatus::Critical);

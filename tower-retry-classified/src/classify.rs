@@ -75,6 +75,9 @@ impl Reason {
     pub const SERVER_ERROR: Reason = Reason::new("server_error");
     /// The server asked not to be retried (negative `grpc-retry-pushback-ms`).
     pub const PUSHBACK: Reason = Reason::new("retry_pushback");
+    /// The answer is a peer's own overload rejection, marked with [`X_OVERLOADED`]: the peer
+    /// already shed this request, and retrying it at this hop too would only add load.
+    pub const PEER_OVERLOADED: Reason = Reason::new("peer_overloaded");
     /// The connection was refused: nothing was sent.
     pub const CONNECTION_REFUSED: Reason = Reason::not_processed("connection_refused");
     /// The connection was reset by the peer.
@@ -224,11 +227,23 @@ where
 ///
 /// Retryable responses carry the server's hint: `Retry-After` (delta-seconds or HTTP-date) or
 /// `grpc-retry-pushback-ms`; a negative or malformed pushback means "do not retry" (gRPC A6).
+///
+/// A failure marked with [`X_OVERLOADED`] (a peer's own overload rejection, such as
+/// `tower-bounded-queue`'s) is permanent with [`Reason::PEER_OVERLOADED`]: as with Envoy's
+/// `x-envoy-overloaded`, only the layer that sheds load decides, and layers above it do not
+/// retry and multiply the load it shed. [`retry_overloaded_peers`](Self::retry_overloaded_peers)
+/// opts out, for a hop that is the only one retrying and should honour the peer's hint instead.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HttpClassifier {
     /// Bit `n` set: gRPC code `n` is retryable.
     grpc_retryable: u32,
+    retry_overloaded_peers: bool,
 }
+
+/// The header marking a peer's own overload rejection, `x-overloaded` (any value). It is the
+/// wire name `tower-bounded-queue` puts on its 503 and gRPC UNAVAILABLE answers
+/// (`tower_bounded_queue::X_OVERLOADED`); any server may send it to say "I shed this request".
+pub const X_OVERLOADED: http::HeaderName = http::HeaderName::from_static("x-overloaded");
 
 impl Default for HttpClassifier {
     fn default() -> Self {
@@ -247,7 +262,15 @@ impl HttpClassifier {
     pub const fn new() -> Self {
         Self {
             grpc_retryable: 1 << GRPC_UNAVAILABLE,
+            retry_overloaded_peers: false,
         }
+    }
+
+    /// Retries failures marked with [`X_OVERLOADED`] like unmarked ones, after the peer's
+    /// `Retry-After` / `grpc-retry-pushback-ms` (default false: never retried).
+    pub const fn retry_overloaded_peers(mut self, yes: bool) -> Self {
+        self.retry_overloaded_peers = yes;
+        self
     }
 
     /// Sets which gRPC status codes (1 to 16) are retryable. Codes outside 1..=16 are ignored:
@@ -272,18 +295,28 @@ impl HttpClassifier {
     /// Classifies a response head.
     pub fn classify_response(&self, status: StatusCode, headers: &HeaderMap) -> Classification {
         // gRPC answers every call with HTTP 200; other statuses need no header lookup.
-        if status == StatusCode::OK {
-            if let Some(code) = grpc_status(headers) {
-                return self.classify_grpc(code, headers);
+        let verdict = if status == StatusCode::OK {
+            match grpc_status(headers) {
+                Some(code) => self.classify_grpc(code, headers),
+                None => return Classification::Success,
             }
+        } else {
+            match Classification::of_status(status) {
+                Classification::Retryable { reason, .. } => Classification::Retryable {
+                    reason,
+                    after: hint::retry_after(headers),
+                },
+                other => other,
+            }
+        };
+        // Only a would-be retry pays for the marker lookup.
+        if verdict.is_retryable()
+            && !self.retry_overloaded_peers
+            && headers.contains_key(X_OVERLOADED)
+        {
+            return Classification::permanent(Reason::PEER_OVERLOADED);
         }
-        match Classification::of_status(status) {
-            Classification::Retryable { reason, .. } => Classification::Retryable {
-                reason,
-                after: hint::retry_after(headers),
-            },
-            other => other,
-        }
+        verdict
     }
 
     fn classify_grpc(&self, code: u8, headers: &HeaderMap) -> Classification {

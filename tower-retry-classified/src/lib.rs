@@ -98,7 +98,7 @@ mod service;
 
 pub use backoff::{Backoff, Jitter};
 pub use budget::RetryBudget;
-pub use classify::{Classification, Classify, HttpClassifier, Reason, Refine};
+pub use classify::{Classification, Classify, HttpClassifier, Reason, Refine, X_OVERLOADED};
 pub use error::{AttemptTimeout, ConfigError, ReplayError};
 pub use future::ResponseFuture;
 pub use kind::{Facts, Generic, Http, RequestKind, ResponseKind};

@@ -17,7 +17,7 @@ use tower::{BoxError, ServiceBuilder};
 use tower_bounded_queue::{BoundedQueueLayer, HttpBoundedQueueLayer};
 use tower_deadline::{DeadlineLayer, HttpMode, PropagateDeadlineLayer};
 use tower_metrics_layer::MetricsLayer;
-use tower_retry_classified::{Backoff, ReplayBody, RetryLayer};
+use tower_retry_classified::{Backoff, HttpClassifier, ReplayBody, RetryLayer};
 
 /// How one hop is set up.
 #[derive(Clone, Debug)]
@@ -103,6 +103,11 @@ pub fn status_of(error: BoxError) -> Status {
 /// The client side of a hop, over a tonic `Channel`.
 pub fn client_stack(channel: Channel, settings: &HopSettings, meter: &Meter) -> Upstream {
     let retry = RetryLayer::http()
+        // The edge is the only hop that retries (the caller does not), so it may retry the
+        // backend's own overload rejections, marked `x-overloaded`, after their pushback;
+        // by default the retry layer leaves those alone, so that stacked retrying hops do not
+        // multiply the load a queue shed.
+        .classifier(HttpClassifier::new().retry_overloaded_peers(true))
         .max_retries(settings.max_retries)
         .backoff(Backoff::exponential(settings.retry_base))
         // Echo calls are idempotent: retry them although gRPC always POSTs.
