@@ -96,7 +96,10 @@ pub(crate) struct Config {
 /// | `tower.metrics.cardinality.overflow` | counter | when a cap refused a value |
 ///
 /// Client mode records `http.client.*` with `server.address` and `server.port`
-/// instead of `http.route`. With [`request_body_size`](Self::request_body_size),
+/// instead of `http.route`: the host and port of the absolute request URI (userinfo is never
+/// recorded) or, for an origin-form URI, of the `Host` header; the port defaults to 80 or 443
+/// by scheme (see [`https`](Self::https) for origin-form requests). With no host known, neither
+/// is recorded. With [`request_body_size`](Self::request_body_size),
 /// `http.*.request.body.size` (By) is recorded too; the type parameter `W` says how
 /// request bodies are wrapped (see [`request_body`](crate::request_body)).
 pub struct MetricsLayer<W = Unchanged> {
@@ -220,9 +223,11 @@ impl<W> MetricsLayer<W> {
     }
 
     /// Cap on distinct `http.route` / `rpc.method` values, and separately on
-    /// `server.address` values (default 1000 each; at most 65,536). Further routes and
-    /// addresses are omitted, further gRPC methods become `_OTHER`; all are counted in
-    /// `tower.metrics.cardinality.overflow`. `0` records no routes at all.
+    /// `server.address` values and on `server.address` + `server.port` pairs (default 1000
+    /// each; at most 65,536). Further routes are omitted, further gRPC methods become
+    /// `_OTHER`, and a request to a further address or pair records neither `server.address`
+    /// nor `server.port` (one address on ever new ports would otherwise still grow); all are
+    /// counted in `tower.metrics.cardinality.overflow`. `0` records no routes at all.
     pub fn max_targets(self, max: usize) -> Self {
         self.with(|c| c.max_targets = max)
     }

@@ -22,6 +22,9 @@ pub(crate) struct Shared {
     targets: Interner,
     /// `server.address` (clients).
     hosts: Interner,
+    /// Admitted `server.address` and `server.port` pairs (clients): the cap holds for the pair,
+    /// so one address reached on many ports (dynamic ports, test servers) stays bounded too.
+    endpoints: Table<(u32, u16), ()>,
     /// `active_requests` series by method, scheme and (clients) server address and port.
     active: Table<(u8, u8, u32, u16), Arc<ActiveSeries>>,
 }
@@ -37,6 +40,9 @@ pub(crate) struct RequestKey {
     host: u32,
     label: u32,
 }
+
+/// No `server.port` (no server address known, or not a client). Port 0 is never a destination.
+const NO_PORT: u16 = 0;
 
 /// No status known (cancelled, failed, or not yet received).
 pub(crate) const STATUS_NONE: u16 = u16::MAX;
@@ -137,6 +143,11 @@ impl Shared {
                 },
                 255,
             ),
+            endpoints: Table::new(if mode.is_client() {
+                config.max_targets
+            } else {
+                0
+            }),
             active: active_series,
             instruments,
             config,
@@ -171,22 +182,9 @@ impl Shared {
             }
         };
         let (host, port) = if c.mode.is_client() {
-            let default_port = if scheme == 1 { 443 } else { 80 };
-            let (host, port) = match head.uri.host() {
-                Some(host) => (Some(host), head.uri.port_u16()),
-                // Origin-form URI: the authority is in the Host header.
-                None => match head.headers.get(http::header::HOST).map(|h| h.to_str()) {
-                    Some(Ok(value)) => split_host_port(value),
-                    _ => (None, None),
-                },
-            };
-            let host = match host {
-                Some(host) => self.intern(&self.hosts, host, "server.address"),
-                None => NONE_U32,
-            };
-            (host, port.unwrap_or(default_port))
+            self.server_id(head, scheme)
         } else {
-            (NONE_U32, 0)
+            (NONE_U32, NO_PORT)
         };
         let label = match &c.label {
             None => NONE_U32,
@@ -211,6 +209,38 @@ impl Shared {
             target,
             host,
             label,
+        }
+    }
+
+    /// `server.address` and `server.port` of a client request, following the semantic
+    /// conventions: the host and port of the absolute URI (userinfo never included) or, for an
+    /// origin-form URI, of the `Host` header; the port defaults to 80 or 443 by scheme. Neither
+    /// is recorded when no host is known (a port alone would be a guess) or when the pair is
+    /// refused by the `max_targets` cap.
+    #[inline]
+    fn server_id(&self, head: &RequestHead<'_>, scheme: u8) -> (u32, u16) {
+        let (host, port) = match head.uri.host() {
+            Some(host) => (host, head.uri.port_u16()),
+            // Origin-form URI: the authority is in the Host header.
+            None => match head.headers.get(http::header::HOST).map(|h| h.to_str()) {
+                Some(Ok(value)) => match split_host_port(value) {
+                    (Some(host), port) => (host, port),
+                    (None, _) => return (NONE_U32, NO_PORT),
+                },
+                _ => return (NONE_U32, NO_PORT),
+            },
+        };
+        let port = port.unwrap_or(if scheme == 1 { 443 } else { 80 });
+        let host = self.intern(&self.hosts, host, "server.address");
+        if host == NONE_U32 {
+            return (NONE_U32, NO_PORT);
+        }
+        match self
+            .endpoints
+            .get_or_insert(&(host, port), || ((host, port), ()))
+        {
+            Some(_) => (host, port),
+            None => (self.overflowed("server.address"), NO_PORT),
         }
     }
 
@@ -265,13 +295,7 @@ impl Shared {
                 KeyValue::new(attr::URL_SCHEME, attr::scheme_value(key.scheme)),
             ];
             if self.config.mode.is_client() {
-                if let Some(v) = (key.host != NONE_U32)
-                    .then(|| self.hosts.value(key.host))
-                    .flatten()
-                {
-                    attrs.push(KeyValue::new(attr::SERVER_ADDRESS, v));
-                }
-                attrs.push(KeyValue::new(attr::SERVER_PORT, i64::from(key.port)));
+                self.push_server(&mut attrs, key.host, key.port);
             }
             Arc::new(ActiveSeries::new(counter.clone(), attrs))
         };
@@ -390,13 +414,7 @@ impl Shared {
             attrs.push(KeyValue::new(attr::ERROR_TYPE, v));
         }
         if c.mode.is_client() {
-            if let Some(v) = (k.host != NONE_U32)
-                .then(|| self.hosts.value(k.host))
-                .flatten()
-            {
-                attrs.push(KeyValue::new(attr::SERVER_ADDRESS, v));
-            }
-            attrs.push(KeyValue::new(attr::SERVER_PORT, i64::from(k.port)));
+            self.push_server(&mut attrs, k.host, k.port);
         }
         if let (Some(extra), true) = (&c.label, k.label != NONE_U32) {
             attrs.push(KeyValue::new(extra.key.clone(), extra.guard.value(k.label)));
@@ -405,6 +423,15 @@ impl Shared {
             attrs.push(KeyValue::new("provider.name", p.clone()));
         }
         attrs
+    }
+
+    /// `server.address` and `server.port`, both or neither.
+    fn push_server(&self, attrs: &mut Vec<KeyValue>, host: u32, port: u16) {
+        let address = (host != NONE_U32).then(|| self.hosts.value(host)).flatten();
+        if let (Some(address), true) = (address, port != NO_PORT) {
+            attrs.push(KeyValue::new(attr::SERVER_ADDRESS, address));
+            attrs.push(KeyValue::new(attr::SERVER_PORT, i64::from(port)));
+        }
     }
 
     #[cfg(test)]

@@ -174,6 +174,162 @@ async fn server_address_falls_back_to_the_host_header() {
 }
 
 #[tokio::test]
+async fn no_server_known_records_neither_address_nor_port() {
+    let m = TestMetrics::new();
+    let svc = ServiceBuilder::new()
+        .layer(MetricsLayer::http_client(&m.meter()))
+        .service(tower::service_fn(|_req: http::Request<()>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+        }));
+    svc.oneshot(http::Request::get("/v1").body(()).unwrap())
+        .await
+        .unwrap();
+    let p = m.points("http.client.request.duration");
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].attr("server.address"), None);
+    assert_eq!(p[0].attr("server.port"), None, "not a guessed 80");
+}
+
+/// A client stack forwarding origin-form requests (as a proxy does with what it received): the
+/// metrics see the caller's `Host`, a layer below points the URI at the real server, and a
+/// hyper-util client sends it. The server echoes the `Host` it got.
+async fn forwarding_client(
+    layer: MetricsLayer,
+) -> (
+    impl tower::Service<
+        http::Request<Empty<Bytes>>,
+        Response = http::Response<impl http_body::Body<Error: std::fmt::Debug>>,
+        Error: std::fmt::Debug,
+    > + Clone,
+    std::net::SocketAddr,
+) {
+    let app = Router::new().route(
+        "/v1",
+        get(|headers: http::HeaderMap| async move {
+            headers[http::header::HOST].to_str().unwrap().to_owned()
+        }),
+    );
+    let addr = serve(app).await;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let svc = ServiceBuilder::new()
+        .layer(layer)
+        .map_request(move |mut req: http::Request<Empty<Bytes>>| {
+            let path = req.uri().path_and_query().unwrap().clone();
+            *req.uri_mut() = format!("http://{addr}{path}").parse().unwrap();
+            req
+        })
+        .service(client);
+    (svc, addr)
+}
+
+#[tokio::test]
+async fn origin_form_requests_name_the_server_by_host_with_the_schemes_default_port() {
+    let m = TestMetrics::new();
+    let (plain, _) = forwarding_client(MetricsLayer::http_client(&m.meter())).await;
+    let (tls, _) = forwarding_client(MetricsLayer::http_client(&m.meter()).https(true)).await;
+    for (svc, host) in [
+        (plain.clone(), "api.internal"),
+        (plain.clone(), "api.internal:9000"),
+        (plain, "[::1]:8080"),
+        (tls, "secure.internal"),
+    ] {
+        let req = http::Request::get("/v1")
+            .header(http::header::HOST, host)
+            .body(Empty::new())
+            .unwrap();
+        let res = svc.oneshot(req).await.unwrap();
+        assert_eq!(res.status(), 200);
+        let echoed = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(echoed, host, "the request reached the server with its Host");
+    }
+    let server = |p: &common::Point| {
+        (
+            p.attr("server.address").unwrap().to_owned(),
+            p.attr("server.port").unwrap().to_owned(),
+            p.attr("url.scheme").unwrap().to_owned(),
+        )
+    };
+    let mut seen: Vec<_> = m.points(DURATION).iter().map(server).collect();
+    seen.sort();
+    let want = [
+        ("[::1]", "8080", "http"),
+        ("api.internal", "80", "http"),
+        ("api.internal", "9000", "http"),
+        ("secure.internal", "443", "https"),
+    ]
+    .map(|(a, p, s)| (a.to_owned(), p.to_owned(), s.to_owned()));
+    assert_eq!(seen, want);
+}
+
+#[tokio::test]
+async fn absolute_uris_name_the_server_without_userinfo() {
+    let m = TestMetrics::new();
+    let app = Router::new().route("/", get(|| async { "ok" }));
+    let addr = serve(app).await;
+    let svc = ServiceBuilder::new()
+        .layer(MetricsLayer::http_client(&m.meter()))
+        .service(Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>());
+    let req = http::Request::get(format!("http://user:secret@{addr}/"))
+        .body(Empty::new())
+        .unwrap();
+    let res = svc.oneshot(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let p = m.points(DURATION);
+    assert_eq!(p.len(), 1, "{p:#?}");
+    assert_eq!(p[0].attr("server.address"), Some("127.0.0.1"));
+    assert_eq!(
+        p[0].attr("server.port"),
+        Some(addr.port().to_string().as_str())
+    );
+}
+
+#[tokio::test]
+async fn one_address_on_many_ports_stays_within_the_cap() {
+    let m = TestMetrics::new();
+    let svc = ServiceBuilder::new()
+        .layer(MetricsLayer::http_client(&m.meter()).max_targets(2))
+        .service(Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>());
+    let mut ports = Vec::new();
+    for _ in 0..3 {
+        let addr = serve(Router::new().route("/", get(|| async { "ok" }))).await;
+        ports.push(addr.port());
+        for _ in 0..2 {
+            let req = http::Request::get(format!("http://{addr}/"))
+                .body(Empty::new())
+                .unwrap();
+            assert_eq!(svc.clone().oneshot(req).await.unwrap().status(), 200);
+        }
+    }
+    let points = m.points(DURATION);
+    for port in &ports[..2] {
+        let port = port.to_string();
+        let p = m.matching(DURATION, &[("server.port", port.as_str())]);
+        assert_eq!(p.len(), 1, "{points:#?}");
+        assert_eq!(p[0].count, 2);
+        assert_eq!(p[0].attr("server.address"), Some("127.0.0.1"));
+    }
+    // The third pair is refused: recorded with neither attribute (a port alone would keep
+    // growing), and counted.
+    let third = ports[2].to_string();
+    assert!(
+        m.matching(DURATION, &[("server.port", third.as_str())])
+            .is_empty()
+    );
+    let unnamed: Vec<_> = points
+        .iter()
+        .filter(|p| p.attr("server.port").is_none())
+        .collect();
+    assert_eq!(unnamed.len(), 1, "{points:#?}");
+    assert_eq!(unnamed[0].count, 2);
+    assert_eq!(unnamed[0].attr("server.address"), None);
+    let overflow = m.matching(
+        "tower.metrics.cardinality.overflow",
+        &[("dimension", "server.address")],
+    );
+    assert_eq!(overflow[0].sum, 2.0);
+}
+
+#[tokio::test]
 async fn client_request_body_sizes_count_bytes_sent() {
     let m = TestMetrics::new();
     let app = axum::Router::new().route(
