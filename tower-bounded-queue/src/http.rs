@@ -257,6 +257,46 @@ where
     }
 }
 
+/// The response for a failed outgoing call whose error (anywhere in its `source()` chain) is
+/// the queue's: [`Overloaded`](crate::Overloaded) or [`QueueTimeout`](crate::QueueTimeout),
+/// answered as the HTTP mode answers them (503 with `Retry-After: 1` and [`X_OVERLOADED`]; gRPC:
+/// HTTP 200 with `grpc-status: 14` and `grpc-retry-pushback-ms`). `None` for any other error.
+///
+/// For a proxy with a queue (in error mode) in front of its client: the caller learns the
+/// proxy shed the call. `tower_deadline::error_response` answers deadline and connect errors
+/// the same way; a proxy tries both, then answers anything else its own way:
+///
+/// ```
+/// use tower_bounded_queue::error_response;
+///
+/// fn answer(error: &tower::BoxError, grpc: bool) -> http::Response<axum::body::Body> {
+///     if let Some(shed) = error_response::<axum::body::Body>(&**error, grpc) {
+///         return shed.map(axum::body::Body::new);
+///     }
+///     // ... then `tower_deadline::error_response` the same way ...
+///     let mut bad_gateway = http::Response::new(axum::body::Body::from("upstream failed\n"));
+///     *bad_gateway.status_mut() = http::StatusCode::BAD_GATEWAY;
+///     bad_gateway
+/// }
+/// # let _ = answer;
+/// ```
+pub fn error_response<B>(
+    error: &(dyn std::error::Error + 'static),
+    grpc: bool,
+) -> Option<Response<QueueBody<B>>> {
+    let mut source = Some(error);
+    while let Some(e) = source {
+        if let Some(overloaded) = e.downcast_ref::<crate::Overloaded>() {
+            return Some(answer(Rejection::Overloaded(overloaded.clone()), grpc, 1));
+        }
+        if let Some(timeout) = e.downcast_ref::<crate::QueueTimeout>() {
+            return Some(answer(Rejection::Timeout(timeout.clone()), grpc, 1));
+        }
+        source = e.source();
+    }
+    None
+}
+
 /// The response for a request the queue turned away.
 fn answer<B>(rejection: Rejection, grpc: bool, retry_after: u64) -> Response<QueueBody<B>> {
     let (status, grpc_status, message) = match &rejection {

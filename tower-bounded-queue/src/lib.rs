@@ -83,7 +83,7 @@ pub use crate::future::ResponseFuture;
 pub use crate::handle::QueueHandle;
 pub use crate::http::{
     HttpBoundedQueue, HttpBoundedQueueLayer, HttpResponseFuture, QueueBody, X_OVERLOAD_STATUS,
-    X_OVERLOADED,
+    X_OVERLOADED, error_response,
 };
 pub use crate::layer::{BoundedQueueLayer, Overflow};
 pub use crate::service::BoundedQueue;

@@ -313,3 +313,48 @@ async fn clients_that_disconnect_while_waiting_or_running_free_their_places() {
     }
     assert_eq!((handle.in_flight(), handle.depth()), (0, 0));
 }
+
+#[test]
+fn error_response_answers_the_queues_errors_found_in_a_chain_and_nothing_else() {
+    use tower_bounded_queue::error_response;
+
+    // A client-side queue in error mode, wrapped by the caller's own error type.
+    #[derive(Debug)]
+    struct CallFailed(tower::BoxError);
+    impl std::fmt::Display for CallFailed {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("call failed")
+        }
+    }
+    impl std::error::Error for CallFailed {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&*self.0)
+        }
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let overloaded: tower::BoxError = rt.block_on(async {
+        use tower::{Layer, Service, ServiceExt};
+        let inner = tower::service_fn(|_: ()| {
+            std::future::pending::<Result<(), std::convert::Infallible>>()
+        });
+        let mut svc = BoundedQueueLayer::new(1).capacity(0).layer(inner);
+        let _busy = svc.ready().await.unwrap().call(());
+        svc.ready().await.unwrap().call(()).await.unwrap_err()
+    });
+    let error = CallFailed(overloaded);
+
+    let plain = error_response::<()>(&error, false).expect("found through the chain");
+    assert_eq!(plain.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(plain.headers()[http::header::RETRY_AFTER], "1");
+    assert_eq!(plain.headers()[&X_OVERLOADED], "true");
+    let grpc = error_response::<()>(&error, true).unwrap();
+    assert_eq!(grpc.status(), StatusCode::OK);
+    assert_eq!(grpc.headers()["grpc-status"], "14");
+    assert_eq!(grpc.headers()["grpc-retry-pushback-ms"], "1000");
+
+    let other = std::io::Error::other("connection refused");
+    assert!(error_response::<()>(&other, false).is_none());
+}

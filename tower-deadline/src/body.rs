@@ -30,6 +30,14 @@ impl<B> DeadlineBody<B> {
         }
     }
 
+    /// A body of `text` alone (none when empty).
+    pub(crate) fn text(text: Bytes) -> Self {
+        let text = (!text.is_empty()).then_some(text);
+        Self {
+            kind: Kind::Message { text },
+        }
+    }
+
     pub(crate) fn message(text: &'static str) -> Self {
         let text = (!text.is_empty()).then(|| Bytes::from_static(text.as_bytes()));
         Self {

@@ -67,6 +67,7 @@ mod connect;
 mod deadline;
 mod enforce;
 mod error;
+mod error_response;
 #[cfg(feature = "fs")]
 pub mod fs;
 mod grpc_timeout;
@@ -81,6 +82,7 @@ pub use connect::{ConnectDeadline, ConnectDeadlineLayer, ConnectFuture, DEFAULT_
 pub use deadline::{Deadline, Scoped};
 pub use enforce::{Enforced, enforce, enforce_within};
 pub use error::{ConnectTimeout, DeadlineExceeded, InvalidDeadlineHeader, Stage};
+pub use error_response::error_response;
 pub use headers::{ENVOY_EXPECTED_RQ_TIMEOUT_MS, GRPC_TIMEOUT, REQUEST_TIMEOUT_MS};
 pub use propagate::{PropagateDeadline, PropagateDeadlineLayer, PropagateFuture};
 pub use server::{DeadlineLayer, DeadlineService, ErrorMode, HttpMode, Mode, ResponseFuture};

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{StatusCode, Uri, Version};
 use tower::{BoxError, Service, ServiceExt};
-use tower_deadline::{ConnectTimeout, DeadlineExceeded};
+use tower_deadline::DeadlineExceeded;
 
 use crate::routing;
 
@@ -151,44 +151,31 @@ fn find<E: std::error::Error + 'static>(error: &BoxError) -> Option<&E> {
     None
 }
 
-/// 504 when time ran out (the request's deadline or the connect budget), 502 otherwise; for
-/// gRPC requests HTTP 200 with `grpc-status` 4 (DEADLINE_EXCEEDED) or 14 (UNAVAILABLE).
+/// 504 when time ran out (the request's deadline or the connect budget; gRPC 4 or 14), as
+/// `tower_deadline::error_response` answers; 502 naming the provider otherwise (gRPC 14).
 fn error_response(provider: &str, error: &BoxError, grpc: bool) -> Response {
-    let (status, grpc_status, text) = if let Some(d) = find::<DeadlineExceeded>(error) {
-        let text = format!("deadline exceeded calling {provider}: {d}");
-        (StatusCode::GATEWAY_TIMEOUT, "4", text)
-    } else if let Some(c) = find::<ConnectTimeout>(error) {
-        let text = format!("connect timeout calling {provider}: {c}");
-        (StatusCode::GATEWAY_TIMEOUT, "14", text)
-    } else {
-        tracing::debug!(provider, %error, "upstream call failed");
-        let text = format!("upstream {provider} failed: {error}");
-        (StatusCode::BAD_GATEWAY, "14", text)
-    };
-    if !grpc {
-        return (status, format!("{text}\n")).into_response();
+    if let Some(late) = tower_deadline::error_response::<Body>(&**error, grpc) {
+        return late.map(Body::new);
     }
-    // grpc-message is percent-encoded; keep it to safe characters.
-    let message: String = text
-        .chars()
-        .map(|c| {
-            if c.is_ascii_graphic() && c != '%' {
-                c
-            } else {
-                ' '
-            }
-        })
-        .collect();
+    tracing::debug!(provider, %error, "upstream call failed");
+    if !grpc {
+        return (
+            StatusCode::BAD_GATEWAY,
+            format!("upstream {provider} failed: {error}\n"),
+        )
+            .into_response();
+    }
     let mut response = Response::new(Body::empty());
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/grpc"),
     );
-    headers.insert("grpc-status", HeaderValue::from_static(grpc_status));
-    if let Ok(value) = HeaderValue::from_str(message.trim()) {
-        headers.insert("grpc-message", value);
-    }
+    headers.insert("grpc-status", HeaderValue::from_static("14"));
+    headers.insert(
+        "grpc-message",
+        HeaderValue::from_static("upstream call failed"),
+    );
     response
 }
 

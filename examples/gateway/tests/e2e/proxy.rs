@@ -245,14 +245,22 @@ async fn every_worker_count_serves_every_connection() {
             flags,
             &[("GATEWAY_UPSTREAMS", &list), ("GATEWAY_WORKERS", workers)],
         ));
-        // One thread per worker, named for it (Linux shows thread names in /proc).
-        let names: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", gateway.pid()))
-            .unwrap()
-            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
-            .map(|name| name.trim().to_string())
-            .filter(|name| name.starts_with("gateway-worker"))
-            .collect();
-        assert_eq!(names.len(), workers.parse::<usize>().unwrap(), "{names:?}");
+        // One thread per worker, named for it (Linux shows thread names in /proc; a thread
+        // names itself once running, so give it a moment).
+        let pid = gateway.pid();
+        let worker_threads = move || {
+            std::fs::read_dir(format!("/proc/{pid}/task"))
+                .unwrap()
+                .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+                .filter(|name| name.starts_with("gateway-worker"))
+                .count()
+        };
+        let expected: usize = workers.parse().unwrap();
+        assert!(
+            eventually(Duration::from_secs(5), || worker_threads() == expected).await,
+            "{} worker threads, expected {expected}",
+            worker_threads()
+        );
         // Each request on its own connection, so the kernel spreads them over the workers'
         // sockets: every one is answered whichever worker took it.
         let answers = parallel(gateway.url("/v1/spread"), 40).await;
