@@ -1,6 +1,8 @@
 //! How a request is kept for retries: HTTP requests (head cloned, body replayed) or any `Clone`
 //! request.
 
+use std::fmt;
+use std::marker::PhantomData;
 use std::time::Duration;
 
 use http_body::Body;
@@ -14,6 +16,35 @@ use crate::replay::{Refusal, ReplayBody};
 /// [`Attempts`](crate::Attempts).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Http;
+
+/// Marker for HTTP retries whose inner service receives `http::Request<T>`, a body type of its
+/// own, instead of `http::Request<ReplayBody<B>>`; made by
+/// [`RetryLayer::attempt_body`](crate::RetryLayer::attempt_body). Each attempt's
+/// [`ReplayBody`] is turned into `T` with `T::from`, so a client typed for
+/// `http_body_util::Either<ReplayBody<B>, Other>` (or an enum body of the user's that implements
+/// `From<ReplayBody<B>>`) sits under the layer directly: no `map_request`, and no boxing or
+/// allocation, since the conversion only wraps the body. Otherwise as [`Http`].
+pub struct HttpAs<T>(PhantomData<fn() -> T>);
+
+impl<T> Clone for HttpAs<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for HttpAs<T> {}
+
+impl<T> Default for HttpAs<T> {
+    fn default() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<T> fmt::Debug for HttpAs<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HttpAs")
+    }
+}
 
 /// Marker for generic retries of any `Clone` request, classified by a user classifier.
 #[derive(Clone, Copy, Debug, Default)]
@@ -30,8 +61,16 @@ pub struct Facts {
 mod sealed {
     pub trait Sealed {}
     impl Sealed for super::Http {}
+    impl<T> Sealed for super::HttpAs<T> {}
     impl Sealed for super::Generic {}
+
+    /// The HTTP kinds, which share the HTTP-only settings (replay cap, retrying any method).
+    pub trait IsHttp {}
+    impl IsHttp for super::Http {}
+    impl<T> IsHttp for super::HttpAs<T> {}
 }
+
+pub(crate) use sealed::IsHttp;
 
 /// How a kind of request is prepared for, and re-issued on, retries. Implemented by [`Http`]
 /// and [`Generic`] only.
@@ -118,6 +157,34 @@ where
             Err(Refusal::TooLarge) => Err(SkipReason::BodyTooLarge),
             Err(Refusal::Failed) => Err(SkipReason::BodyError),
         }
+    }
+}
+
+impl<B, T> RequestKind<http::Request<B>> for HttpAs<T>
+where
+    B: Body,
+    T: From<ReplayBody<B>>,
+{
+    type Attempt = http::Request<T>;
+    type Saved = SavedHttp<B>;
+
+    fn split(
+        req: http::Request<B>,
+        retry_any_method: bool,
+        replay_cap: usize,
+    ) -> (Self::Attempt, Self::Saved, Facts) {
+        let (attempt, saved, facts) = Http::split(req, retry_any_method, replay_cap);
+        (attempt.map(T::from), saved, facts)
+    }
+
+    fn replay(saved: &Self::Saved) -> Result<Self::Attempt, SkipReason> {
+        Http::replay(saved).map(|attempt| attempt.map(T::from))
+    }
+}
+
+impl<B, T> ResponseKind<http::Response<B>> for HttpAs<T> {
+    fn annotate(response: &mut http::Response<B>, attempts: u32) {
+        Http::annotate(response, attempts);
     }
 }
 

@@ -11,7 +11,7 @@ use crate::backoff::Backoff;
 use crate::budget::RetryBudget;
 use crate::classify::HttpClassifier;
 use crate::error::ConfigError;
-use crate::kind::{Generic, Http};
+use crate::kind::{Generic, Http, HttpAs, IsHttp};
 use crate::metrics::Instruments;
 use crate::service::Retry;
 
@@ -205,6 +205,43 @@ impl<C, K> RetryLayer<C, K> {
 }
 
 impl<C> RetryLayer<C, Http> {
+    /// Hands the inner service `http::Request<T>` instead of `http::Request<ReplayBody<B>>`:
+    /// each attempt's [`ReplayBody`](crate::ReplayBody) is turned into `T` with `T::from`.
+    ///
+    /// For a client typed for another body, such as one shared by a stack with the retry layer
+    /// and one without: type it for `http_body_util::Either<ReplayBody<B>, Other>` (this crate
+    /// provides that `From`), or for an enum body of your own that implements
+    /// `From<ReplayBody<B>>`. The conversion only wraps the body: nothing is boxed or allocated
+    /// per attempt, unlike a `map_request` to a boxed body such as `axum::body::Body`.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http_body_util::{Either, Full};
+    /// use hyper_util::client::legacy::Client;
+    /// use hyper_util::rt::TokioExecutor;
+    /// use tower_layer::Layer;
+    /// use tower_retry_classified::{ReplayBody, RetryLayer};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// type Body = Full<Bytes>;
+    /// // One client for calls with retries (Left) and without (Right).
+    /// let client = Client::builder(TokioExecutor::new())
+    ///     .build_http::<Either<ReplayBody<Body>, Body>>();
+    /// let retrying = RetryLayer::http()
+    ///     .attempt_body::<Either<ReplayBody<Body>, Body>>()
+    ///     .layer(client.clone());
+    /// # let _ = (retrying, client);
+    /// # }
+    /// ```
+    pub fn attempt_body<T>(self) -> RetryLayer<C, HttpAs<T>> {
+        RetryLayer {
+            config: self.config,
+            _kind: PhantomData,
+        }
+    }
+}
+
+impl<C, K: IsHttp> RetryLayer<C, K> {
     /// Retries every method on any retryable failure, not only idempotent ones or those with
     /// `Idempotency-Key` (default false). Failures that prove the request was not processed
     /// are retried for every method regardless.

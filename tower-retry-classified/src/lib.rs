@@ -101,7 +101,7 @@ pub use budget::RetryBudget;
 pub use classify::{Classification, Classify, HttpClassifier, Reason, Refine, X_OVERLOADED};
 pub use error::{AttemptTimeout, ConfigError, ReplayError};
 pub use future::ResponseFuture;
-pub use kind::{Facts, Generic, Http, RequestKind, ResponseKind};
+pub use kind::{Facts, Generic, Http, HttpAs, RequestKind, ResponseKind};
 pub use layer::{
     DEFAULT_MAX_HINT, DEFAULT_MAX_RETRIES, DEFAULT_MAX_TOTAL, DEFAULT_REPLAY_CAP, RetryLayer,
 };

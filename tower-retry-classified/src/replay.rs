@@ -328,6 +328,15 @@ where
     }
 }
 
+/// Lets a client typed for `Either<ReplayBody<B>, R>` sit under the retry layer directly (see
+/// [`RetryLayer::attempt_body`](crate::RetryLayer::attempt_body)): the replayable body is the
+/// left side, whatever body the same client sends on the right.
+impl<B, R> From<ReplayBody<B>> for http_body_util::Either<ReplayBody<B>, R> {
+    fn from(body: ReplayBody<B>) -> Self {
+        http_body_util::Either::Left(body)
+    }
+}
+
 impl<B> std::fmt::Debug for ReplayBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match &self.repr {
