@@ -16,9 +16,6 @@ use crate::routing;
 /// One upstream provider, ready to call.
 pub struct Provider<S> {
     pub name: String,
-    /// `Host` of the requests handed to [`service`](Self::service): the provider's name (and
-    /// port), so the client metrics record `server.address` = provider name.
-    pub host: HeaderValue,
     /// Takes origin-form requests (`/v1/...` plus `Host`); knows its own base URL.
     pub service: S,
 }
@@ -108,7 +105,6 @@ where
         parts.uri = Uri::from(path_and_query);
     }
     strip_hop_by_hop(&mut parts.headers);
-    parts.headers.insert(header::HOST, provider.host.clone());
     // The incoming version (HTTP/2 from an h2c client) says nothing about the upstream
     // connection; the client speaks HTTP/1.1 to providers.
     parts.version = Version::HTTP_11;

@@ -165,9 +165,12 @@ pub fn upstream_service(
         .any()
         .then(|| FaultLayer::new(settings.faults.clone()));
     let target = UpstreamTarget::new(&upstream.base);
+    // The client metrics see the provider's real URL (`server.address` / `server.port` as the
+    // semantic conventions mean them; the provider's name is `provider.name`), once per call
+    // whatever the retries.
     ServiceBuilder::new()
-        .layer(optional(metrics))
         .map_request(move |request| target.apply(request))
+        .layer(optional(metrics))
         .layer(retry)
         .layer(optional(faults))
         .option_layer(propagate)
@@ -233,18 +236,6 @@ impl UpstreamTarget {
     }
 }
 
-/// `Host` naming a provider for the client metrics: `name:port` of its base URL.
-fn provider_host(upstream: &Upstream) -> HeaderValue {
-    let port = upstream
-        .base
-        .parse::<Uri>()
-        .ok()
-        .and_then(|uri| uri.port_u16())
-        .unwrap_or(80);
-    HeaderValue::from_str(&format!("{}:{port}", upstream.name))
-        .unwrap_or_else(|_| HeaderValue::from_static("upstream"))
-}
-
 /// The proxied routes (every method, every path under `/v1/`), as the metrics name them.
 const PROXY_ROUTE: &str = "/v1/{*path}";
 const HEALTHZ: &str = "/healthz";
@@ -289,7 +280,6 @@ pub fn build(
         .iter()
         .map(|u| Provider {
             name: u.name.clone(),
-            host: provider_host(u),
             service: upstream_service(u, client.clone(), settings, meter.as_ref()),
         })
         .collect();

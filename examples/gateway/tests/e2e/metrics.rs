@@ -85,9 +85,10 @@ async fn metrics_pass_promtool_and_unknown_paths_add_no_label() {
     assert!(after.contains("http_client_request_duration_seconds_bucket"));
     assert!(after.contains("provider_name=\"a\""));
     assert!(
-        after.contains("server_address=\"a\""),
-        "server.address is the provider name"
+        after.contains("server_address=\"127.0.0.1\""),
+        "server.address is where the call went, the provider's name is provider.name"
     );
+    assert!(after.contains(&format!("server_port=\"{}\"", upstream.addr.port())));
     assert!(after.contains("gateway_routing_duration_seconds_bucket"));
 }
 
