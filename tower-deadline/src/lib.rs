@@ -45,6 +45,8 @@
 //!   current deadline).
 //! - [`enforce`] / [`enforce_within`] and [`fs`]: run any future, or a file operation, under the
 //!   current deadline.
+//! - [`optional`]: any HTTP layer (ours or another's) switched by configuration, with one
+//!   response body type (`http_body_util::Either`) whether it is on or off, boxing nothing.
 //!
 //! # Wire formats
 //!
@@ -74,6 +76,7 @@ mod grpc_timeout;
 mod headers;
 mod metrics;
 mod millis;
+mod optional;
 mod propagate;
 mod server;
 
@@ -84,6 +87,7 @@ pub use enforce::{Enforced, enforce, enforce_within};
 pub use error::{ConnectTimeout, DeadlineExceeded, InvalidDeadlineHeader, Stage};
 pub use error_response::error_response;
 pub use headers::{ENVOY_EXPECTED_RQ_TIMEOUT_MS, GRPC_TIMEOUT, REQUEST_TIMEOUT_MS};
+pub use optional::{Optional, OptionalFuture, OptionalService, optional};
 pub use propagate::{PropagateDeadline, PropagateDeadlineLayer, PropagateFuture};
 pub use server::{DeadlineLayer, DeadlineService, ErrorMode, HttpMode, Mode, ResponseFuture};
 
