@@ -6,7 +6,7 @@
 //! ```
 //!
 //! Off means the layer is absent, not configured to do nothing: optional HTTP layers go through
-//! [`optional`], and the router is wrapped only in the layers that are on.
+//! [`tower_deadline::optional`], and the router is wrapped only in the layers that are on.
 
 use std::cell::RefCell;
 use std::convert::Infallible;
@@ -30,7 +30,7 @@ use opentelemetry::metrics::Meter;
 use tower::util::MapRequestLayer;
 use tower::{BoxError, Service, ServiceBuilder};
 use tower_bounded_queue::{BoundedQueueLayer, QueueHandle, QueueStatus, X_OVERLOAD_STATUS};
-use tower_deadline::{ConnectDeadline, DeadlineLayer, PropagateDeadlineLayer};
+use tower_deadline::{ConnectDeadline, DeadlineLayer, PropagateDeadlineLayer, optional};
 use tower_metrics_layer::prometheus::PrometheusMetrics;
 use tower_metrics_layer::{LabelGuard, MetricsLayer, RequestHead};
 use tower_retry_classified::{Backoff, ReplayBody, RetryLayer};
@@ -38,7 +38,6 @@ use tower_retry_classified::{Backoff, ReplayBody, RetryLayer};
 use crate::config::{Settings, Upstream};
 use crate::dispatch::{ProxyFirst, is_proxied};
 use crate::fault::FaultLayer;
-use crate::optional::optional;
 use crate::proxy::{self, Gateway, Provider};
 use crate::routing;
 
@@ -133,19 +132,17 @@ pub fn upstream_service(
     let flags = settings.flags;
     let metrics =
         meter.map(|meter| MetricsLayer::http_client(meter).provider(upstream.name.clone()));
-    // The retry layer hands its inner service `ReplayBody<Body>`; without it the body is `Body`.
+    // The retry layer hands the client `Either::Left(ReplayBody<Body>)`; without it the body is
+    // `Either::Right(Body)`.
     let retry = if flags.retry {
         let mut layer = RetryLayer::http()
             .max_retries(settings.retry_max)
-            .backoff(Backoff::exponential(settings.retry_base));
+            .backoff(Backoff::exponential(settings.retry_base))
+            .attempt_body::<UpstreamBody>();
         if let Some(meter) = meter {
             layer = layer.meter(meter);
         }
-        tower::util::Either::Left(
-            ServiceBuilder::new()
-                .layer(layer)
-                .map_request(|request: Request<ReplayBody<Body>>| request.map(Either::Left)),
-        )
+        tower::util::Either::Left(layer)
     } else {
         tower::util::Either::Right(MapRequestLayer::new(|request: Request<Body>| {
             request.map(Either::Right)
