@@ -1,6 +1,8 @@
 //! Connect bounds against real loopback sockets: a port nobody listens on, and a listener whose
 //! accept queue is full so new connects hang (a black hole, without leaving loopback).
 
+mod common;
+
 use std::time::Duration;
 
 use http::Uri;
@@ -9,27 +11,9 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 use tower_deadline::{ConnectDeadline, ConnectTimeout, Deadline, DeadlineExceeded};
 
-/// A loopback address whose accept queue is full: further connects get no answer.
-fn black_hole() -> (std::net::SocketAddr, Vec<std::net::TcpStream>) {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let listener = socket.listen(1).unwrap();
-    let addr = listener.local_addr().unwrap();
-    // Never accepted; leaked so the listener stays open for the test's lifetime.
-    std::mem::forget(listener);
-    let mut filled = Vec::new();
-    for _ in 0..64 {
-        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
-            Ok(stream) => filled.push(stream),
-            Err(_) => return (addr, filled),
-        }
-    }
-    panic!("the accept queue never filled up");
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_black_holed_connect_is_cut_at_the_connect_budget() {
-    let (addr, _held) = black_hole();
+    let (addr, _held) = common::black_hole();
     let connector = ConnectDeadline::new(HttpConnector::new()).budget(Duration::from_secs(2));
     let started = Instant::now();
     let uri: Uri = format!("http://{addr}/").parse().unwrap();
@@ -43,7 +27,7 @@ async fn a_black_holed_connect_is_cut_at_the_connect_budget() {
 
 #[tokio::test(start_paused = true)]
 async fn a_black_holed_connect_stops_at_the_request_deadline_when_that_is_sooner() {
-    let (addr, _held) = black_hole();
+    let (addr, _held) = common::black_hole();
     let connector = ConnectDeadline::new(HttpConnector::new()); // 5 s budget
     let started = Instant::now();
     let uri: Uri = format!("http://{addr}/").parse().unwrap();

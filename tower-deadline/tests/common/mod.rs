@@ -19,6 +19,24 @@ pub async fn serve(app: Router) -> SocketAddr {
     addr
 }
 
+/// A loopback address whose accept queue is full: further connects get no answer.
+pub fn black_hole() -> (std::net::SocketAddr, Vec<std::net::TcpStream>) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Never accepted; leaked so the listener stays open for the test's lifetime.
+    std::mem::forget(listener);
+    let mut filled = Vec::new();
+    for _ in 0..64 {
+        match std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(200)) {
+            Ok(stream) => filled.push(stream),
+            Err(_) => return (addr, filled),
+        }
+    }
+    panic!("the accept queue never filled up");
+}
+
 pub type HttpClient = Client<ConnectDeadline<HttpConnector>, Body>;
 
 /// An HTTP/1.1 client whose connects are bounded by the deadline.
