@@ -155,6 +155,10 @@ async fn grpc_requests_get_unavailable_and_the_status_header_steers() {
         "Retry-After's gRPC twin"
     );
     assert_eq!(grpc.headers["content-type"], "application/grpc");
+    assert_eq!(
+        grpc.headers[&X_OVERLOADED], "true",
+        "gRPC rejections are marked as ours too"
+    );
     assert!(
         grpc.headers["grpc-message"]
             .to_str()
