@@ -64,6 +64,22 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
             &["test", "-p", "grpc-example", "--benches"],
             &[],
         )?;
+        let soak_md = format!("{target}/soak-quick.md");
+        let gateway = format!("{bin}/gateway");
+        step(
+            "bench: soak smoke (30 s)",
+            &format!("{bin}/xtask-bench"),
+            &[
+                "soak",
+                "--secs",
+                "30",
+                "--gateway",
+                &gateway,
+                "--out",
+                &soak_md,
+            ],
+            &[],
+        )?;
         let out = format!("{target}/bench-quick.md");
         std::fs::write(&out, document(&system, None, "cargo xtask bench --quick"))
             .map_err(|e| format!("{out}: {e}"))?;
@@ -117,7 +133,13 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
          (`cargo bench -p grpc-example`).\n\n{}\n",
         String::from_utf8_lossy(&output.stdout).trim_end()
     );
-    let table = format!("{table}{grpc}");
+    // The soak (`cargo xtask soak`, minutes long) is not rerun here: its last table stays.
+    let soak = std::fs::read_to_string("BENCHMARKS.md")
+        .ok()
+        .and_then(|current| crate::soak::section(&current))
+        .map(|s| format!("\n{}", s.trim_end()))
+        .unwrap_or_default();
+    let table = format!("{table}{grpc}{soak}\n");
     std::fs::write(
         "BENCHMARKS.md",
         document(&system, Some(&table), "cargo xtask bench"),

@@ -9,6 +9,7 @@ use std::time::Instant;
 mod bench;
 mod ci;
 mod demo;
+mod soak;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -17,6 +18,7 @@ fn main() -> ExitCode {
         Some("package") => ci::package(),
         Some("demo") => demo::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
+        Some("soak") => soak::run(&args[1..]),
         Some("help") | Some("--help") | Some("-h") | None => {
             print_help();
             Ok(())
@@ -38,6 +40,7 @@ fn print_help() {
          ci        fmt, clippy, tests (doctests included), docs and packaging; stops at the first failure\n\
          demo      the example gateway under load, summarised from its /metrics (--duration SECS, --no-wait, --release)\n\
          bench     whole-system benchmark + criterion; --quick for CI's smoke run\n\
+         soak      10x overload for --secs N (default 300): memory, fds and tasks must stay flat\n\
          package   cargo package for every publishable crate\n"
     );
 }

@@ -110,6 +110,17 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         "gateway ready"
     );
     let mut workers = serve::start(listeners, built.app)?;
+    // Kept alive as long as the gateway runs; read at each scrape.
+    let _tasks_gauge = metrics.as_ref().map(|metrics| {
+        let alive_tasks = workers.alive_tasks();
+        metrics
+            .meter("gateway")
+            .u64_observable_gauge("gateway.runtime.alive_tasks")
+            .with_description("Tasks alive on the workers' runtimes.")
+            .with_unit("{task}")
+            .with_callback(move |observer| observer.observe(alive_tasks() as u64, &[]))
+            .build()
+    });
 
     // Scripts and tests wait for this line; flush before serving.
     let mut stdout = std::io::stdout().lock();

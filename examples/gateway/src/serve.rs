@@ -54,6 +54,7 @@ pub struct Workers {
     stop: watch::Sender<bool>,
     done: Vec<oneshot::Receiver<io::Result<()>>>,
     threads: Vec<JoinHandle<()>>,
+    runtimes: Vec<tokio::runtime::Handle>,
 }
 
 /// Starts one worker thread per listener, each serving `app` on its own runtime.
@@ -68,10 +69,12 @@ where
     let (stop, stopped) = watch::channel(false);
     let mut done = Vec::with_capacity(listeners.len());
     let mut threads = Vec::with_capacity(listeners.len());
+    let mut runtimes = Vec::with_capacity(listeners.len());
     for (index, listener) in listeners.into_iter().enumerate() {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
+        runtimes.push(runtime.handle().clone());
         let (finished, finished_rx) = oneshot::channel();
         let app = app.clone();
         let mut stopped = stopped.clone();
@@ -96,10 +99,18 @@ where
         stop,
         done,
         threads,
+        runtimes,
     })
 }
 
 impl Workers {
+    /// Tasks alive on every worker's runtime (connections, requests, pooled upstream
+    /// connections, timers' tasks): what a soak test watches for leaks.
+    pub fn alive_tasks(&self) -> impl Fn() -> usize + Send + Sync + 'static {
+        let runtimes = self.runtimes.clone();
+        move || runtimes.iter().map(|r| r.metrics().num_alive_tasks()).sum()
+    }
+
     /// Every worker stops accepting and finishes the connections it has.
     pub fn stop(&self) {
         let _ = self.stop.send(true);

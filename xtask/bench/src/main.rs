@@ -4,6 +4,8 @@
 //! - `upstream fast|slow|mixed|faulty`: the upstreams the proxies call;
 //! - `bare-proxy URL`: the minimal hyper reverse proxy (the physical limit for a proxy here);
 //! - `naive-retry-proxy URL`: a proxy retrying every failure with plain `tower::retry`;
+//! - `soak [--secs N] [--gateway PATH] [--out FILE]`: 10x overload for N seconds, memory, file
+//!   descriptors and tasks sampled; fails unless they stay flat;
 //! - `run [--quick] [--gateway PATH] [--out FILE]`: runs the whole benchmark and writes markdown;
 //!   with nginx installed it also starts nginx (module `nginx`) as the peer proxy and as a
 //!   third-party upstream.
@@ -14,6 +16,7 @@ mod load;
 mod nginx;
 mod proxy;
 mod run;
+mod soak;
 mod upstream;
 
 use std::process::ExitCode;
@@ -26,9 +29,11 @@ fn main() -> ExitCode {
         Some("bare-proxy") => proxy::main(arg(1), false),
         Some("naive-retry-proxy") => proxy::main(arg(1), true),
         Some("run") => run::main(&args[1..]),
+        Some("soak") => soak::main(&args[1..]),
         _ => Err(
             "usage: xtask-bench upstream fast|slow|mixed|faulty | bare-proxy URL | \
-                  naive-retry-proxy URL | run [--quick] [--gateway PATH] [--out FILE]"
+                  naive-retry-proxy URL | soak [--secs N] [--gateway PATH] [--out FILE] | \
+                  run [--quick] [--gateway PATH] [--out FILE]"
                 .to_string(),
         ),
     };

@@ -51,13 +51,17 @@ impl Settings {
 }
 
 /// A child process serving on loopback, killed when dropped.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
 }
 
 impl Server {
-    fn start(program: &Path, args: &[&str], env: &[(&str, String)]) -> Result<Self, String> {
+    pub(crate) fn start(
+        program: &Path,
+        args: &[&str],
+        env: &[(&str, String)],
+    ) -> Result<Self, String> {
         let mut command = Command::new(program);
         command
             .args(args)
@@ -93,12 +97,16 @@ impl Server {
         Ok(server)
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}/", self.addr)
     }
 
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Resident set size in KiB, from /proc.
-    fn rss_kib(&self) -> Option<u64> {
+    pub(crate) fn rss_kib(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
         status
             .lines()
@@ -131,7 +139,7 @@ pub(crate) fn stop(child: &mut Child) {
     let _ = child.wait();
 }
 
-fn gateway_env(
+pub(crate) fn gateway_env(
     upstream: &str,
     flags_on: &[&str],
     extra: &[(&'static str, String)],
@@ -148,7 +156,7 @@ fn gateway_env(
     env
 }
 
-const ALL_FLAGS: [&str; 4] = [
+pub(crate) const ALL_FLAGS: [&str; 4] = [
     "CP2_ADVANCED_RETRY_ENABLED",
     "CP2_COMPLETE_TIMEOUT_ENABLED",
     "CP2_QUEUE_MANAGEMENT_ENABLED",

@@ -90,6 +90,10 @@ async fn metrics_pass_promtool_and_unknown_paths_add_no_label() {
     );
     assert!(after.contains(&format!("server_port=\"{}\"", upstream.addr.port())));
     assert!(after.contains("gateway_routing_duration_seconds_bucket"));
+    assert!(
+        sample_sum(&after, "gateway_runtime_alive_tasks", &[]) >= 1.0,
+        "the workers' live tasks, for soak tests"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
