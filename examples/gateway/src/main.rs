@@ -7,7 +7,6 @@ mod config;
 mod demo_provider;
 mod dispatch;
 mod fault;
-mod optional;
 mod proxy;
 mod routing;
 mod serve;
