@@ -60,3 +60,22 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// The stable twin of `fuzz/fuzz_targets/server_hints.rs`: any bytes in any hint header,
+    /// the overload marker included, never turn an HTTP failure into a success.
+    #[test]
+    fn hint_bytes_never_turn_a_failure_into_a_success(
+        status in prop::sample::select(vec![408u16, 429, 500, 502, 503, 504]),
+        name in prop::sample::select(vec![
+            "retry-after", "grpc-retry-pushback-ms", "grpc-status", "x-overloaded",
+        ]),
+        value in header_value(),
+    ) {
+        let mut headers = HeaderMap::new();
+        headers.insert(name, value);
+        let status = StatusCode::from_u16(status).unwrap();
+        let verdict = HttpClassifier::new().classify_response(status, &headers);
+        prop_assert_ne!(verdict, Classification::Success);
+    }
+}
