@@ -92,7 +92,10 @@ impl RetryBudget {
     /// allowing `min_per_sec` retries per second regardless of load plus `ratio` retries per
     /// request (0.0 to 1000.0; 0.2 means 20%).
     pub fn new(window: Duration, min_per_sec: u32, ratio: f64) -> Result<Self, ConfigError> {
-        let secs = window.as_secs() + u64::from(window.subsec_nanos() > 0);
+        // Saturating: `Duration::MAX` has `u64::MAX` whole seconds and a fraction.
+        let secs = window
+            .as_secs()
+            .saturating_add(u64::from(window.subsec_nanos() > 0));
         if !(1..=MAX_SLOTS as u64).contains(&secs) {
             return Err(ConfigError::BudgetWindow(window));
         }

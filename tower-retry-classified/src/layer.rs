@@ -39,6 +39,10 @@ pub(crate) struct Config<C> {
     pub(crate) instruments: Instruments,
 }
 
+/// The most retries [`RetryLayer::max_retries`] accepts (100): far beyond any useful policy
+/// (gRPC clamps at 4 retries), low enough that a retry loop always ends.
+pub const MAX_RETRIES_LIMIT: u32 = 100;
+
 /// Applies classified, budgeted, deadline-aware retries to a service.
 ///
 /// - [`RetryLayer::http`]: HTTP and gRPC over HTTP, with the built-in [`HttpClassifier`],
@@ -145,9 +149,11 @@ impl<C, K> RetryLayer<C, K> {
         }
     }
 
-    /// Retries after the first attempt (default 4; 0 disables retrying).
+    /// Retries after the first attempt (default 4; 0 disables retrying; clamped to at most
+    /// [`MAX_RETRIES_LIMIT`]). The limit keeps a retry loop finite whatever else is set: the
+    /// budget's floor alone would allow a lone caller retries forever.
     pub fn max_retries(mut self, retries: u32) -> Self {
-        self.config.max_retries = retries;
+        self.config.max_retries = retries.min(MAX_RETRIES_LIMIT);
         self
     }
 

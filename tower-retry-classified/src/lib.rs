@@ -103,7 +103,8 @@ pub use error::{AttemptTimeout, ConfigError, ReplayError};
 pub use future::ResponseFuture;
 pub use kind::{Facts, Generic, Http, HttpAs, RequestKind, ResponseKind};
 pub use layer::{
-    DEFAULT_MAX_HINT, DEFAULT_MAX_RETRIES, DEFAULT_MAX_TOTAL, DEFAULT_REPLAY_CAP, RetryLayer,
+    DEFAULT_MAX_HINT, DEFAULT_MAX_RETRIES, DEFAULT_MAX_TOTAL, DEFAULT_REPLAY_CAP,
+    MAX_RETRIES_LIMIT, RetryLayer,
 };
 pub use metrics::SkipReason;
 pub use replay::ReplayBody;
