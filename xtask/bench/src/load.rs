@@ -77,6 +77,21 @@ async fn read_status<E>(
     }
 }
 
+/// One keep-alive HTTP/1.1 connection to `addr`, its driver spawned.
+async fn connect(
+    addr: SocketAddr,
+) -> Result<hyper::client::conn::http1::SendRequest<Empty<Bytes>>, String> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect to {addr}: {e}"))?;
+    stream.set_nodelay(true).ok();
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
 /// `connections` keep-alive HTTP/1.1 connections, each sending the next request as soon as the
 /// previous answer is read, for `duration`.
 pub(crate) async fn closed_loop(
@@ -90,14 +105,7 @@ pub(crate) async fn closed_loop(
     let mut tasks = Vec::new();
     for _ in 0..connections {
         let path = path.to_string();
-        let stream = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect to {addr}: {e}"))?;
-        stream.set_nodelay(true).ok();
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(connection);
+        let mut sender = connect(addr).await?;
         tasks.push(tokio::spawn(async move {
             let mut outcomes = Vec::new();
             while Instant::now() < end {
@@ -202,14 +210,7 @@ pub(crate) async fn fixed_rate(
     let mut tasks = Vec::new();
     for index in 0..connections {
         let path = path.to_string();
-        let stream = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect to {addr}: {e}"))?;
-        stream.set_nodelay(true).ok();
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(connection);
+        let mut sender = connect(addr).await?;
         // Staggered so the connections' sends interleave evenly.
         let first = started + interval.mul_f64(index as f64 / connections as f64);
         tasks.push(tokio::spawn(async move {

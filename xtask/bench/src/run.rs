@@ -661,6 +661,28 @@ fn clock_ticks() -> f64 {
     })
 }
 
+/// A 50 ms upstream and, in front of it, the gateway with every flag on and a queue of
+/// `concurrency` slots and `capacity` places: what the overload and soak runs push past its
+/// limits. Both are stopped when dropped.
+pub(crate) fn overloadable_gateway(
+    me: &Path,
+    gateway: &Path,
+    concurrency: u32,
+    capacity: u32,
+) -> Result<(Server, Server), String> {
+    let upstream = Server::start(me, &["upstream", "slow"], &[])?;
+    let env = gateway_env(
+        &upstream.url(),
+        &ALL_FLAGS,
+        &[
+            ("GATEWAY_MAX_CONCURRENCY", concurrency.to_string()),
+            ("GATEWAY_QUEUE_CAPACITY", capacity.to_string()),
+        ],
+    );
+    let gateway = Server::start(gateway, &[], &env)?;
+    Ok((upstream, gateway))
+}
+
 async fn overload(me: &Path, gateway: &Path, s: &Settings, md: &mut String) -> Result<(), String> {
     const CONCURRENCY: u32 = 16;
     const CAPACITY: u32 = 100;
@@ -670,16 +692,7 @@ async fn overload(me: &Path, gateway: &Path, s: &Settings, md: &mut String) -> R
         "bench: overload, {rate} req/s offered for {} s",
         s.overload_secs
     );
-    let upstream = Server::start(me, &["upstream", "slow"], &[])?;
-    let env = gateway_env(
-        &upstream.url(),
-        &ALL_FLAGS,
-        &[
-            ("GATEWAY_MAX_CONCURRENCY", CONCURRENCY.to_string()),
-            ("GATEWAY_QUEUE_CAPACITY", CAPACITY.to_string()),
-        ],
-    );
-    let gateway = Server::start(gateway, &[], &env)?;
+    let (_upstream, gateway) = overloadable_gateway(me, gateway, CONCURRENCY, CAPACITY)?;
     let rss_start = gateway.rss_kib();
     let mut rss_middle = None;
     let middle = s.overload_secs / 2;

@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::load;
-use crate::run::{ALL_FLAGS, Server, gateway_env};
 
 const CONCURRENCY: u32 = 16;
 const CAPACITY: u32 = 100;
@@ -71,16 +70,7 @@ async fn soak(
     // A 50 ms upstream behind 16 slots serves 320 requests/s; offer ten times that.
     let rate = 10 * CONCURRENCY * 1000 / 50;
     eprintln!("soak: {rate} req/s for {secs} s, sampling every {SAMPLE_EVERY} s");
-    let upstream = Server::start(me, &["upstream", "slow"], &[])?;
-    let env = gateway_env(
-        &upstream.url(),
-        &ALL_FLAGS,
-        &[
-            ("GATEWAY_MAX_CONCURRENCY", CONCURRENCY.to_string()),
-            ("GATEWAY_QUEUE_CAPACITY", CAPACITY.to_string()),
-        ],
-    );
-    let proxy = Server::start(gateway, &[], &env)?;
+    let (_upstream, proxy) = crate::run::overloadable_gateway(me, gateway, CONCURRENCY, CAPACITY)?;
     // A fixed set of connections (more than the queue ever holds at once), so the gateway's
     // file descriptors and tasks do not follow a load generator opening more when answers
     // slow down: what grows then is the gateway's own.
