@@ -319,13 +319,13 @@ fn answer<B>(rejection: Rejection, grpc: bool, retry_after: u64) -> Response<Que
         }
         if shed {
             headers.insert(X_OVERLOADED, HeaderValue::from_static("true"));
-        }
-        // gRPC's own Retry-After (gRFC A6): when a retrying client may try again.
-        if grpc_status == "14" && retry_after > 0 {
-            headers.insert(
-                GRPC_RETRY_PUSHBACK_MS,
-                HeaderValue::from(retry_after.saturating_mul(1000)),
-            );
+            // gRPC's own Retry-After (gRFC A6): when a retrying client may try again.
+            if retry_after > 0 {
+                headers.insert(
+                    GRPC_RETRY_PUSHBACK_MS,
+                    HeaderValue::from(retry_after.saturating_mul(1000)),
+                );
+            }
         }
         return response;
     }

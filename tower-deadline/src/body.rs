@@ -39,10 +39,7 @@ impl<B> DeadlineBody<B> {
     }
 
     pub(crate) fn message(text: &'static str) -> Self {
-        let text = (!text.is_empty()).then(|| Bytes::from_static(text.as_bytes()));
-        Self {
-            kind: Kind::Message { text },
-        }
+        Self::text(Bytes::from_static(text.as_bytes()))
     }
 }
 

@@ -37,48 +37,50 @@ fn get() -> Request<http_body_util::Full<bytes::Bytes>> {
         .unwrap()
 }
 
+/// `request` through `layer` in front of an upstream that always answers 503: the final
+/// status and how many calls the upstream took.
+async fn against_unavailable(
+    layer: RetryLayer,
+    request: Request<http_body_util::Full<bytes::Bytes>>,
+) -> (StatusCode, usize) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let response = layer
+        .layer(unavailable(calls.clone()))
+        .oneshot(request)
+        .await
+        .unwrap();
+    (response.status(), calls.load(Ordering::SeqCst))
+}
+
 #[tokio::test(start_paused = true)]
 async fn endless_retries_end_at_the_total_time_or_the_budget() {
-    let calls = Arc::new(AtomicUsize::new(0));
     let layer = RetryLayer::http()
         .max_retries(u32::MAX)
         .no_budget()
         .max_total_time(Duration::from_secs(10));
-    let response = layer
-        .layer(unavailable(calls.clone()))
-        .oneshot(get())
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 503, "the last real answer");
-    let n = calls.load(Ordering::SeqCst);
-    assert!((2..=40).contains(&n), "{n} attempts within 10 s of backoff");
+    let (status, calls) = against_unavailable(layer, get()).await;
+    assert_eq!(status, 503, "the last real answer");
+    assert!(
+        (2..=40).contains(&calls),
+        "{calls} attempts within 10 s of backoff"
+    );
 
     // No time cap either: the budget's floor alone would let a lone caller retry forever;
     // the retry count is clamped to MAX_RETRIES_LIMIT, so the loop ends.
-    let calls = Arc::new(AtomicUsize::new(0));
     let layer = RetryLayer::http()
         .max_retries(u32::MAX)
         .max_total_time(Duration::MAX);
-    let response = layer
-        .layer(unavailable(calls.clone()))
-        .oneshot(get())
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 503);
-    assert!(calls.load(Ordering::SeqCst) <= 1 + MAX_RETRIES_LIMIT as usize);
+    let (status, calls) = against_unavailable(layer, get()).await;
+    assert_eq!(status, 503);
+    assert!(calls <= 1 + MAX_RETRIES_LIMIT as usize);
 }
 
 #[tokio::test(start_paused = true)]
 async fn zero_total_time_means_one_attempt() {
-    let calls = Arc::new(AtomicUsize::new(0));
     let layer = RetryLayer::http().max_total_time(Duration::ZERO);
-    let response = layer
-        .layer(unavailable(calls.clone()))
-        .oneshot(get())
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 503);
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let (status, calls) = against_unavailable(layer, get()).await;
+    assert_eq!(status, 503);
+    assert_eq!(calls, 1);
 }
 
 #[test]
@@ -112,41 +114,27 @@ fn nonsense_budgets_are_refused() {
 
 #[tokio::test(start_paused = true)]
 async fn overflowing_backoffs_saturate() {
-    let calls = Arc::new(AtomicUsize::new(0));
     let backoff = Backoff::exponential(Duration::MAX)
         .factor(u32::MAX)
         .max_delay(Duration::MAX);
     let layer = RetryLayer::http()
         .backoff(backoff)
         .max_total_time(Duration::from_secs(60));
-    let response = layer
-        .layer(unavailable(calls.clone()))
-        .oneshot(get())
-        .await
-        .unwrap();
+    let (status, calls) = against_unavailable(layer, get()).await;
     // A delay that does not fit the total time is not slept: the 503 comes back at once.
-    assert_eq!(response.status(), 503);
-    assert!(calls.load(Ordering::SeqCst) <= 2);
+    assert_eq!(status, 503);
+    assert!(calls <= 2);
 }
 
 #[tokio::test(start_paused = true)]
 async fn no_replay_buffer_sends_bodies_once() {
-    let calls = Arc::new(AtomicUsize::new(0));
     let layer = RetryLayer::http().max_replay_body(0);
     let request = Request::put("http://upstream/")
         .body(http_body_util::Full::new(bytes::Bytes::from_static(
             b"payload",
         )))
         .unwrap();
-    let response = layer
-        .layer(unavailable(calls.clone()))
-        .oneshot(request)
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 503);
-    assert_eq!(
-        calls.load(Ordering::SeqCst),
-        1,
-        "a body that cannot be replayed is sent once"
-    );
+    let (status, calls) = against_unavailable(layer, request).await;
+    assert_eq!(status, 503);
+    assert_eq!(calls, 1, "a body that cannot be replayed is sent once");
 }

@@ -90,8 +90,9 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let mut criterion_output = String::new();
     for krate in CRATES {
         eprintln!("xtask: criterion (quick mode) for {krate}");
-        let output = Command::new(&cargo)
-            .args([
+        let output = bench_stdout(
+            &cargo,
+            &[
                 "bench",
                 "--all-features",
                 "-p",
@@ -102,36 +103,20 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
                 "--",
                 "--quick",
                 "--noplot",
-            ])
-            .output()
-            .map_err(|e| format!("cargo bench -p {krate}: {e}"))?;
-        if !output.status.success() {
-            return Err(format!(
-                "cargo bench -p {krate} failed:\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            ));
-        }
+            ],
+        )?;
         let _ = writeln!(criterion_output, "### {krate}\n");
-        criterion_output.push_str(&criterion_table(&String::from_utf8_lossy(&output.stdout)));
+        criterion_output.push_str(&criterion_table(&output));
     }
     let table = criterion_output;
     eprintln!("xtask: gRPC unary calls through examples/grpc");
-    let output = Command::new(&cargo)
-        .args(["bench", "-p", "grpc-example", "--bench", "unary"])
-        .output()
-        .map_err(|e| format!("cargo bench -p grpc-example: {e}"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "cargo bench -p grpc-example failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        ));
-    }
+    let output = bench_stdout(&cargo, &["bench", "-p", "grpc-example", "--bench", "unary"])?;
     let grpc = format!(
         "## 6. gRPC: unary calls through examples/grpc\n\n\
          tonic client -> edge -> backend in one process on loopback, one HTTP/2 connection from \
          the client, 32 calls in flight, 5 s per run, 3 runs alternating; medians \
          (`cargo bench -p grpc-example`).\n\n{}\n",
-        String::from_utf8_lossy(&output.stdout).trim_end()
+        output.trim_end()
     );
     // The soak (`cargo xtask soak`, minutes long) is not rerun here: its last table stays.
     let soak = std::fs::read_to_string("BENCHMARKS.md")
@@ -147,6 +132,22 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     .map_err(|e| format!("BENCHMARKS.md: {e}"))?;
     println!("xtask: BENCHMARKS.md regenerated");
     Ok(())
+}
+
+/// What `cargo ARGS` printed on stdout; its stderr in the error if it failed.
+fn bench_stdout(cargo: &str, args: &[&str]) -> Result<String, String> {
+    let what = format!("cargo {}", args.join(" "));
+    let output = Command::new(cargo)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{what}: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "{what} failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 fn target_dir() -> String {

@@ -77,6 +77,21 @@ async fn read_status<E>(
     }
 }
 
+/// The outcomes of every connection's task, in one report timed from `started`.
+async fn gather(
+    tasks: Vec<tokio::task::JoinHandle<Vec<Outcome>>>,
+    started: Instant,
+) -> Result<Report, String> {
+    let mut report = Report::default();
+    for task in tasks {
+        report
+            .outcomes
+            .extend(task.await.map_err(|e| e.to_string())?);
+    }
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
 /// One keep-alive HTTP/1.1 connection to `addr`, its driver spawned.
 async fn connect(
     addr: SocketAddr,
@@ -125,14 +140,7 @@ pub(crate) async fn closed_loop(
             outcomes
         }));
     }
-    let mut report = Report::default();
-    for task in tasks {
-        report
-            .outcomes
-            .extend(task.await.map_err(|e| e.to_string())?);
-    }
-    report.elapsed = started.elapsed();
-    Ok(report)
+    gather(tasks, started).await
 }
 
 fn pooled_client() -> Client<HttpConnector, Empty<Bytes>> {
@@ -238,14 +246,7 @@ pub(crate) async fn fixed_rate(
             outcomes
         }));
     }
-    let mut report = Report::default();
-    for task in tasks {
-        report
-            .outcomes
-            .extend(task.await.map_err(|e| e.to_string())?);
-    }
-    report.elapsed = started.elapsed();
-    Ok(report)
+    gather(tasks, started).await
 }
 
 /// `count` requests with ids `0..count` in `x-request-id`, at most `concurrency` at once.

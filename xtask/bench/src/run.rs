@@ -249,7 +249,7 @@ impl Process {
     /// CPU time (user + system) the process and its child processes have used so far.
     fn cpu_time(&self) -> Option<Duration> {
         let pid = match self {
-            Process::Ours(server) => server.child.id(),
+            Process::Ours(server) => server.pid(),
             Process::Nginx(nginx) => nginx.pid(),
         };
         cpu_time_with_children(pid)
