@@ -51,6 +51,14 @@ impl Fault {
     }
 }
 
+/// The first `count` ids from `from` on that the `faulty` upstream answers at once.
+pub(crate) fn healthy_ids(from: u64, count: usize) -> Vec<u64> {
+    (from..)
+        .filter(|id| matches!(Fault::of(*id), Fault::Ok))
+        .take(count)
+        .collect()
+}
+
 /// SplitMix64: a well-spread hash of an id.
 pub(crate) fn splitmix(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
