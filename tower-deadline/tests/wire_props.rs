@@ -1,5 +1,6 @@
 //! Properties of the wire formats: encoding then decoding never lengthens a deadline and loses
-//! at most one unit of precision; the parsers accept exactly the spec's grammar and never panic.
+//! at most one unit of precision; the parsers accept exactly the spec's grammar, never panic
+//! and never allocate.
 
 use std::time::Duration;
 
@@ -7,6 +8,9 @@ use proptest::prelude::*;
 use tower_deadline::wire::{
     decode_grpc_timeout, decode_millis, encode_grpc_timeout, encode_millis,
 };
+
+#[global_allocator]
+static METER: alloc_meter::Meter = alloc_meter::Meter;
 
 const MAX_GRPC: Duration = Duration::from_secs(99_999_999 * 3600);
 
@@ -58,7 +62,9 @@ proptest! {
             && bytes.len() <= 9
             && bytes[..bytes.len() - 1].iter().all(u8::is_ascii_digit)
             && b"HMSmun".contains(bytes.last().unwrap());
-        prop_assert_eq!(decode_grpc_timeout(&bytes).is_some(), grammar);
+        let (decoded, used) = alloc_meter::measure(|| decode_grpc_timeout(&bytes));
+        prop_assert_eq!(decoded.is_some(), grammar);
+        prop_assert_eq!(used.allocations, 0);
     }
 
     #[test]
@@ -79,6 +85,8 @@ proptest! {
     #[test]
     fn millis_accepts_exactly_digits(bytes in proptest::collection::vec(any::<u8>(), 0..24)) {
         let grammar = !bytes.is_empty() && bytes.iter().all(u8::is_ascii_digit);
-        prop_assert_eq!(decode_millis(&bytes).is_some(), grammar);
+        let (decoded, used) = alloc_meter::measure(|| decode_millis(&bytes));
+        prop_assert_eq!(decoded.is_some(), grammar);
+        prop_assert_eq!(used.allocations, 0);
     }
 }

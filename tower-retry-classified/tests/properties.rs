@@ -1,10 +1,14 @@
-//! Properties over arbitrary input: malformed headers never panic, backoff stays in bounds.
+//! Properties over arbitrary input: malformed headers never panic and never allocate, backoff
+//! stays in bounds.
 
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue, StatusCode};
 use proptest::prelude::*;
 use tower_retry_classified::{Backoff, Classification, HttpClassifier, Jitter};
+
+#[global_allocator]
+static METER: alloc_meter::Meter = alloc_meter::Meter;
 
 fn header_value() -> impl Strategy<Value = HeaderValue> {
     prop_oneof![
@@ -29,7 +33,9 @@ proptest! {
         if let Some(v) = grpc_status { headers.insert("grpc-status", v); }
         if let Some(v) = pushback { headers.insert("grpc-retry-pushback-ms", v); }
         let status = StatusCode::from_u16(status).unwrap();
-        let c = HttpClassifier::new().classify_response(status, &headers);
+        let classifier = HttpClassifier::new();
+        let (c, used) = alloc_meter::measure(|| classifier.classify_response(status, &headers));
+        prop_assert_eq!(used.allocations, 0);
         if !headers.contains_key("grpc-status") || status != StatusCode::OK {
             // Without gRPC, the HTTP table decides.
             prop_assert_eq!(c.is_retryable(), Classification::of_status(status).is_retryable());
@@ -75,7 +81,9 @@ proptest! {
         let mut headers = HeaderMap::new();
         headers.insert(name, value);
         let status = StatusCode::from_u16(status).unwrap();
-        let verdict = HttpClassifier::new().classify_response(status, &headers);
+        let classifier = HttpClassifier::new();
+        let (verdict, used) = alloc_meter::measure(|| classifier.classify_response(status, &headers));
         prop_assert_ne!(verdict, Classification::Success);
+        prop_assert_eq!(used.allocations, 0);
     }
 }

@@ -344,6 +344,29 @@ fn parse_share<'a>(
     Ok((what.trim(), percent))
 }
 
+/// Every setting a user can give, by command-line flag and by the name its errors report: what
+/// the property test below and the fuzz target (`fuzz/fuzz_targets/settings.rs`) feed text to.
+#[cfg_attr(not(test), allow(dead_code))]
+pub const EVERY_SETTING: [(&str, &str); 17] = [
+    ("--listen", "GATEWAY_LISTEN"),
+    ("--workers", "GATEWAY_WORKERS"),
+    ("--upstreams", "GATEWAY_UPSTREAMS"),
+    ("--routing", "GATEWAY_ROUTING"),
+    ("--max-concurrency", "GATEWAY_MAX_CONCURRENCY"),
+    ("--queue-capacity", "GATEWAY_QUEUE_CAPACITY"),
+    ("--timeout-ms", "GATEWAY_TIMEOUT_MS"),
+    ("--connect-timeout-ms", "GATEWAY_CONNECT_TIMEOUT_MS"),
+    ("--retry-max", "GATEWAY_RETRY_MAX"),
+    ("--retry-base-ms", "GATEWAY_RETRY_BASE_MS"),
+    ("--demo-latency-ms", "GATEWAY_DEMO_LATENCY_MS"),
+    ("--demo-failure-rate", "GATEWAY_DEMO_FAILURE_RATE"),
+    ("--cp2-advanced-retry-enabled", "CP2_ADVANCED_RETRY_ENABLED"),
+    ("--fault-abort", "GATEWAY_FAULT_ABORT"),
+    ("--fault-delay", "GATEWAY_FAULT_DELAY"),
+    ("--fault-reset", "GATEWAY_FAULT_RESET"),
+    ("--fault-headers", "GATEWAY_FAULT_HEADERS"),
+];
+
 fn parse_faults(args: &Args) -> Result<Faults, ConfigError> {
     const ABORT: &str = "GATEWAY_FAULT_ABORT";
     const DELAY: &str = "GATEWAY_FAULT_DELAY";
@@ -654,34 +677,24 @@ mod tests {
 
     proptest::proptest! {
         /// Every setting, given any text: the gateway starts or refuses with an error naming
-        /// that very setting; nothing panics. (Stable stand-in for a fuzz target: the parsers
-        /// live in this binary crate, which cargo fuzz cannot link.)
+        /// that very setting; nothing panics, and parsing allocates within a bound. (Stable
+        /// stand-in for a fuzz target: the parsers live in this binary crate, which cargo fuzz
+        /// cannot link.)
         #[test]
         fn any_text_in_any_setting_is_taken_or_refused_naming_it(value in "\\PC{0,40}") {
-            let settings = [
-                ("--listen", "GATEWAY_LISTEN"),
-                ("--workers", "GATEWAY_WORKERS"),
-                ("--upstreams", "GATEWAY_UPSTREAMS"),
-                ("--routing", "GATEWAY_ROUTING"),
-                ("--max-concurrency", "GATEWAY_MAX_CONCURRENCY"),
-                ("--queue-capacity", "GATEWAY_QUEUE_CAPACITY"),
-                ("--timeout-ms", "GATEWAY_TIMEOUT_MS"),
-                ("--connect-timeout-ms", "GATEWAY_CONNECT_TIMEOUT_MS"),
-                ("--retry-max", "GATEWAY_RETRY_MAX"),
-                ("--retry-base-ms", "GATEWAY_RETRY_BASE_MS"),
-                ("--demo-latency-ms", "GATEWAY_DEMO_LATENCY_MS"),
-                ("--demo-failure-rate", "GATEWAY_DEMO_FAILURE_RATE"),
-                ("--cp2-advanced-retry-enabled", "CP2_ADVANCED_RETRY_ENABLED"),
-                ("--fault-abort", "GATEWAY_FAULT_ABORT"),
-                ("--fault-delay", "GATEWAY_FAULT_DELAY"),
-                ("--fault-reset", "GATEWAY_FAULT_RESET"),
-                ("--fault-headers", "GATEWAY_FAULT_HEADERS"),
-            ];
-            for (flag, setting) in settings {
+            for (flag, setting) in EVERY_SETTING {
                 let Ok(args) = Args::try_parse_from(["gateway", flag, value.as_str()]) else {
                     continue;
                 };
-                if let Err(error) = Settings::from_args(&args) {
+                let (parsed, used) = alloc_meter::measure(|| Settings::from_args(&args));
+                // A handful of allocations, bounded by the text: a settings struct and, on
+                // refusal, a message quoting the value.
+                proptest::prop_assert!(used.allocations <= 8, "{setting}: {used:?}");
+                proptest::prop_assert!(
+                    used.bytes <= 4 * value.len() as u64 + 1024,
+                    "{setting}: {used:?}"
+                );
+                if let Err(error) = parsed {
                     proptest::prop_assert_eq!(error.setting, setting, "{}", error);
                 }
             }

@@ -21,6 +21,11 @@ use tower_metrics_layer::prometheus::PrometheusMetrics;
 
 use crate::config::{Args, Settings, Upstream};
 
+/// Unit tests measure what the settings parsers allocate (`config`'s property test).
+#[cfg(test)]
+#[global_allocator]
+static METER: alloc_meter::Meter = alloc_meter::Meter;
+
 /// Exit code for any invalid setting.
 const EXIT_INVALID: u8 = 2;
 
