@@ -3,8 +3,11 @@
 //! Every request property that becomes an attribute is first reduced to a small
 //! integer here, so a series can be found in the cache without building strings.
 
-use http::{Method, Version};
+use http::Version;
 use opentelemetry::{Key, StringValue, Value};
+
+use crate::config::Mode;
+use crate::grpc;
 
 pub(crate) const HTTP_REQUEST_METHOD: Key = Key::from_static_str("http.request.method");
 pub(crate) const URL_SCHEME: Key = Key::from_static_str("url.scheme");
@@ -22,68 +25,8 @@ pub(crate) const RPC_STATUS_CODE: Key = Key::from_static_str("rpc.status_code");
 pub(crate) const NONE_U8: u8 = u8::MAX;
 pub(crate) const NONE_U32: u32 = u32::MAX;
 
-/// The methods OpenTelemetry's HTTP semantic conventions call "known" (RFC 9110 plus PATCH).
-pub(crate) const DEFAULT_KNOWN_METHODS: [Method; 9] = [
-    Method::CONNECT,
-    Method::DELETE,
-    Method::GET,
-    Method::HEAD,
-    Method::OPTIONS,
-    Method::PATCH,
-    Method::POST,
-    Method::PUT,
-    Method::TRACE,
-];
-
-/// Methods that may appear as a label value; everything else becomes `_OTHER`.
-#[derive(Debug, Clone)]
-pub(crate) struct KnownMethods {
-    methods: Vec<(Method, Value)>,
-}
-
-impl KnownMethods {
-    pub(crate) fn new(methods: impl IntoIterator<Item = Method>) -> Self {
-        let mut list: Vec<(Method, Value)> = Vec::new();
-        for m in methods {
-            // Index NONE_U8 is reserved for `_OTHER`.
-            if list.len() >= usize::from(NONE_U8) {
-                break;
-            }
-            if list.iter().any(|(known, _)| *known == m) {
-                continue;
-            }
-            let value = Value::String(StringValue::from(m.as_str().to_owned()));
-            list.push((m, value));
-        }
-        Self { methods: list }
-    }
-
-    /// Index of a method in the list, or `NONE_U8` for `_OTHER`.
-    #[inline]
-    pub(crate) fn index(&self, method: &Method) -> u8 {
-        // Known methods are compared by their standard representation first: for the
-        // default list this is a handful of integer comparisons.
-        for (i, (known, _)) in self.methods.iter().enumerate() {
-            if known == method {
-                return i as u8;
-            }
-        }
-        NONE_U8
-    }
-
-    pub(crate) fn value(&self, index: u8) -> Value {
-        match self.methods.get(usize::from(index)) {
-            Some((_, v)) => v.clone(),
-            None => Value::from("_OTHER"),
-        }
-    }
-}
-
-impl Default for KnownMethods {
-    fn default() -> Self {
-        Self::new(DEFAULT_KNOWN_METHODS)
-    }
-}
+/// No status known (cancelled, failed, or not yet received).
+pub(crate) const STATUS_NONE: u16 = u16::MAX;
 
 /// `url.scheme` encoded as 0 = http, 1 = https.
 #[inline]
@@ -138,35 +81,13 @@ pub(crate) enum Outcome {
 }
 
 impl Outcome {
-    pub(crate) fn error_type(self, mode: crate::layer::Mode, status: u16) -> Option<Value> {
+    pub(crate) fn error_type(self, mode: Mode, status: u16) -> Option<Value> {
         match self {
             Outcome::Ok => None,
-            Outcome::Status if mode.is_grpc() => Some(Value::from(crate::grpc::name(status))),
+            Outcome::Status if mode.is_grpc() => Some(Value::from(grpc::name(status))),
             Outcome::Status => Some(Value::String(StringValue::from(status.to_string()))),
             Outcome::Error(name) => Some(Value::from(name)),
             Outcome::Cancelled => Some(Value::from("cancelled")),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unknown_methods_are_other() {
-        let known = KnownMethods::default();
-        let purge = Method::from_bytes(b"PURGE").unwrap();
-        assert_eq!(known.index(&purge), NONE_U8);
-        assert_eq!(known.value(known.index(&purge)).as_str(), "_OTHER");
-        assert_eq!(known.value(known.index(&Method::GET)).as_str(), "GET");
-    }
-
-    #[test]
-    fn method_list_is_overridable() {
-        let purge = Method::from_bytes(b"PURGE").unwrap();
-        let known = KnownMethods::new([Method::GET, purge.clone(), Method::GET]);
-        assert_eq!(known.value(known.index(&purge)).as_str(), "PURGE");
-        assert_eq!(known.value(known.index(&Method::POST)).as_str(), "_OTHER");
     }
 }

@@ -10,26 +10,27 @@ use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use crate::attributes::Outcome;
+use crate::attributes::{Outcome, STATUS_NONE};
 use crate::grpc;
+use crate::recorder::Recorder;
+use crate::request_key::RequestKey;
 use crate::series::{ActiveGuard, Series};
-use crate::shared::{RequestKey, STATUS_NONE, Shared};
 
 /// A gRPC call whose status is still to come (in the trailers).
 pub(crate) struct PendingCall {
     pub(crate) start: Instant,
     pub(crate) key: RequestKey,
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) recorder: Arc<Recorder>,
 }
 
 impl PendingCall {
     fn finish(self, status: u16, outcome: Outcome) {
         let elapsed = self.start.elapsed().as_secs_f64();
-        self.shared.record(&self.key, status, outcome, elapsed);
+        self.recorder.record(&self.key, status, outcome, elapsed);
     }
 
     fn finish_with_code(self, code: u16) {
-        let client = self.shared.mode().is_client();
+        let client = self.recorder.mode().is_client();
         let outcome = if grpc::is_error(code, client) {
             Outcome::Status
         } else {
@@ -42,7 +43,7 @@ impl PendingCall {
 /// Finishes the request's bookkeeping exactly once: at end of stream, or on drop.
 pub(crate) struct BodyGuard {
     active: Option<ActiveGuard>,
-    size: Option<(Arc<Series>, Arc<Shared>)>,
+    size: Option<(Arc<Series>, Arc<Recorder>)>,
     bytes: u64,
     call: Option<PendingCall>,
 }
@@ -50,7 +51,7 @@ pub(crate) struct BodyGuard {
 impl BodyGuard {
     pub(crate) fn new(
         active: Option<ActiveGuard>,
-        size: Option<(Arc<Series>, Arc<Shared>)>,
+        size: Option<(Arc<Series>, Arc<Recorder>)>,
     ) -> Self {
         Self {
             active,
@@ -72,8 +73,8 @@ impl BodyGuard {
 
 impl Drop for BodyGuard {
     fn drop(&mut self) {
-        if let Some((series, shared)) = self.size.take() {
-            series.record_response_size(&shared.instruments, self.bytes);
+        if let Some((series, recorder)) = self.size.take() {
+            series.record_response_size(&recorder.instruments, self.bytes);
         }
         if let Some(call) = self.call.take() {
             // The body went away before its trailers: the call was abandoned.

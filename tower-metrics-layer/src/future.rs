@@ -10,18 +10,19 @@ use std::time::Instant;
 use http::{Response, StatusCode};
 use pin_project_lite::pin_project;
 
-use crate::attributes::Outcome;
+use crate::attributes::{Outcome, STATUS_NONE};
 use crate::body::{BodyGuard, MeteredBody, PendingCall};
+use crate::config::Mode;
 use crate::grpc;
-use crate::layer::Mode;
+use crate::recorder::Recorder;
 use crate::request_body::RequestBodyTracker;
+use crate::request_key::RequestKey;
 use crate::series::{ActiveGuard, Series};
-use crate::shared::{RequestKey, STATUS_NONE, Shared};
 
 pub(crate) struct State {
     pub(crate) start: Instant,
     pub(crate) key: RequestKey,
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) recorder: Arc<Recorder>,
     pub(crate) active: Option<ActiveGuard>,
     pub(crate) request_body: Option<Arc<RequestBodyTracker>>,
 }
@@ -32,11 +33,11 @@ impl State {
     fn finish(&mut self, status: u16, outcome: Outcome, keep: bool) -> Option<Arc<Series>> {
         let elapsed = self.start.elapsed().as_secs_f64();
         if !keep && self.request_body.is_none() {
-            self.shared.record(&self.key, status, outcome, elapsed);
+            self.recorder.record(&self.key, status, outcome, elapsed);
             return None;
         }
-        let series = self.shared.series(&self.key, status, outcome);
-        series.record_duration(&self.shared.instruments, elapsed);
+        let series = self.recorder.series(&self.key, status, outcome);
+        series.record_duration(&self.recorder.instruments, elapsed);
         if let Some(tracker) = self.request_body.take() {
             tracker.response_finished(Arc::clone(&series));
         }
@@ -90,7 +91,7 @@ where
             // result on without recording twice.
             return Poll::Ready(result.map(|res| res.map(MeteredBody::bare)));
         };
-        let mode = state.shared.mode();
+        let mode = state.recorder.mode();
         match result {
             Ok(res) if mode.is_grpc() => {
                 let code = grpc::status(res.headers()).or_else(|| {
@@ -112,7 +113,7 @@ where
                         let guard = BodyGuard::pending(PendingCall {
                             start: state.start,
                             key: state.key,
-                            shared: state.shared,
+                            recorder: state.recorder,
                         });
                         Poll::Ready(Ok(res.map(|body| MeteredBody::new(body, guard))))
                     }
@@ -129,16 +130,16 @@ where
                 } else {
                     Outcome::Ok
                 };
-                let series = state.finish(status, outcome, state.shared.body_size());
+                let series = state.finish(status, outcome, state.recorder.body_size());
                 if series.is_none() && state.active.is_none() {
                     return Poll::Ready(Ok(res.map(MeteredBody::bare)));
                 }
-                let size = series.map(|series| (series, state.shared));
+                let size = series.map(|series| (series, state.recorder));
                 let guard = BodyGuard::new(state.active.take(), size);
                 Poll::Ready(Ok(res.map(|body| MeteredBody::new(body, guard))))
             }
             Err(err) => {
-                let name = state.shared.classify_error(&err as &dyn Any);
+                let name = state.recorder.classify_error(&err as &dyn Any);
                 state.finish(STATUS_NONE, Outcome::Error(name), false);
                 Poll::Ready(Err(err))
             }

@@ -17,8 +17,10 @@ use tower_service::Service;
 
 use crate::attributes::NONE_U32;
 use crate::buckets::{DEFAULT_DURATION_BOUNDARIES, normalize_boundaries};
+use crate::config::DEFAULT_MAX_SERIES;
+use crate::instruments::Instruments;
 use crate::label_guard::LabelGuard;
-use crate::series::{Instruments, SeriesCache};
+use crate::series::SeriesCache;
 
 /// Most labels a [`GenericMetricsLayer`] records besides `outcome`.
 pub const MAX_GENERIC_LABELS: usize = 4;
@@ -117,7 +119,7 @@ impl<Req, Res, E> GenericMetricsLayer<Req, Res, E> {
                 boundaries: DEFAULT_DURATION_BOUNDARIES.to_vec(),
                 labels: Vec::new(),
                 outcome: Arc::new(|r| if r.is_ok() { "ok" } else { "error" }),
-                max_series: crate::DEFAULT_MAX_SERIES,
+                max_series: DEFAULT_MAX_SERIES,
             },
             built: Arc::new(OnceLock::new()),
         }

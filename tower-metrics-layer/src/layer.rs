@@ -1,4 +1,5 @@
-//! [`MetricsLayer`]: configuration and the state shared by all its services.
+//! [`MetricsLayer`]: the builder users see; it turns its [`Config`] into one [`Recorder`]
+//! shared by all the services it makes.
 
 use std::any::Any;
 use std::fmt;
@@ -10,75 +11,15 @@ use opentelemetry::metrics::Meter;
 use opentelemetry::{Key, Value};
 use tower_layer::Layer;
 
-use crate::attributes::KnownMethods;
-use crate::buckets::{DEFAULT_DURATION_BOUNDARIES, normalize_boundaries};
+use crate::buckets::{DEFAULT_DURATION_BOUNDARIES, LONG_DURATION_BOUNDARIES, normalize_boundaries};
+use crate::config::{
+    Config, DEFAULT_MAX_SERIES, DEFAULT_MAX_TARGETS, ExtraLabel, KnownMethods, LabelSource, Mode,
+};
 use crate::head::RequestHead;
 use crate::label_guard::LabelGuard;
+use crate::recorder::Recorder;
 use crate::request_body::{Metered, Unchanged};
-use crate::shared::Shared;
-
 use crate::service::MetricsService;
-
-/// Default cap on distinct `http.route` values (server) or `server.address` values (client).
-pub const DEFAULT_MAX_TARGETS: usize = 1000;
-
-/// Default cap on cached series per layer; beyond it series are recorded uncached.
-pub const DEFAULT_MAX_SERIES: usize = 2000;
-
-type RouteFn = Arc<dyn Fn(&RequestHead<'_>) -> Option<&'static str> + Send + Sync>;
-type LabelFn = Arc<dyn for<'a> Fn(&RequestHead<'a>) -> Option<&'a str> + Send + Sync>;
-type ErrorTypeFn = Arc<dyn Fn(&dyn Any) -> Option<&'static str> + Send + Sync>;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Mode {
-    Server,
-    Client,
-    GrpcServer,
-    GrpcClient,
-}
-
-impl Mode {
-    pub(crate) fn is_client(self) -> bool {
-        matches!(self, Mode::Client | Mode::GrpcClient)
-    }
-
-    pub(crate) fn is_grpc(self) -> bool {
-        matches!(self, Mode::GrpcServer | Mode::GrpcClient)
-    }
-}
-
-#[derive(Clone)]
-pub(crate) enum LabelSource {
-    Header(HeaderName),
-    Fn(LabelFn),
-}
-
-#[derive(Clone)]
-pub(crate) struct ExtraLabel {
-    pub(crate) key: Key,
-    pub(crate) source: LabelSource,
-    pub(crate) guard: LabelGuard,
-}
-
-#[derive(Clone)]
-pub(crate) struct Config {
-    pub(crate) mode: Mode,
-    pub(crate) meter: Meter,
-    pub(crate) boundaries: Vec<f64>,
-    pub(crate) methods: KnownMethods,
-    pub(crate) default_scheme: u8,
-    pub(crate) route_fn: Option<RouteFn>,
-    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
-    pub(crate) matched_path: bool,
-    pub(crate) label: Option<ExtraLabel>,
-    pub(crate) provider: Option<Value>,
-    pub(crate) error_type: Option<ErrorTypeFn>,
-    pub(crate) active_requests: bool,
-    pub(crate) body_size: bool,
-    pub(crate) max_targets: usize,
-    pub(crate) max_series: usize,
-    pub(crate) request_body_size: bool,
-}
 
 /// A [`Layer`] recording OpenTelemetry HTTP metrics for each request.
 ///
@@ -104,7 +45,7 @@ pub(crate) struct Config {
 /// request bodies are wrapped (see [`request_body`](crate::request_body)).
 pub struct MetricsLayer<W = Unchanged> {
     config: Config,
-    built: Arc<OnceLock<Arc<Shared>>>,
+    built: Arc<OnceLock<Arc<Recorder>>>,
     _wrap: PhantomData<fn() -> W>,
 }
 
@@ -196,7 +137,7 @@ impl<W> MetricsLayer<W> {
     /// Use [`LONG_DURATION_BOUNDARIES`](crate::LONG_DURATION_BOUNDARIES) (up to 300 s),
     /// for streaming or long-polling endpoints.
     pub fn long_requests(self) -> Self {
-        self.duration_boundaries(crate::LONG_DURATION_BOUNDARIES.to_vec())
+        self.duration_boundaries(LONG_DURATION_BOUNDARIES.to_vec())
     }
 
     /// Methods recorded by name; every other method becomes `_OTHER` (default: the nine
@@ -351,10 +292,10 @@ impl<W> MetricsLayer<W> {
         self.with(|c| c.matched_path = on)
     }
 
-    pub(crate) fn shared(&self) -> Arc<Shared> {
+    pub(crate) fn recorder(&self) -> Arc<Recorder> {
         Arc::clone(
             self.built
-                .get_or_init(|| Arc::new(Shared::new(self.config.clone()))),
+                .get_or_init(|| Arc::new(Recorder::new(self.config.clone()))),
         )
     }
 }
@@ -381,7 +322,7 @@ impl<S, W> Layer<S> for MetricsLayer<W> {
     type Service = MetricsService<S, W>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        MetricsService::new(inner, self.shared())
+        MetricsService::new(inner, self.recorder())
     }
 }
 
@@ -395,7 +336,7 @@ mod tests {
     async fn series_cache_is_bounded() {
         let provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder().build();
         let layer = MetricsLayer::http_server(&provider.meter("t")).max_series(2);
-        let shared = layer.shared();
+        let recorder = layer.recorder();
         for status in [200u16, 201, 202, 203, 204] {
             let svc = layer.layer(service_fn(move |_req: http::Request<String>| async move {
                 let mut res = http::Response::new(String::new());
@@ -408,7 +349,7 @@ mod tests {
                 .unwrap();
             assert_eq!(res.status().as_u16(), status);
         }
-        assert_eq!(shared.cached_series(), 2);
+        assert_eq!(recorder.cached_series(), 2);
     }
 
     #[test]
@@ -416,8 +357,8 @@ mod tests {
         let meter = opentelemetry::global::meter("t");
         let a = MetricsLayer::http_server(&meter);
         let b = a.clone();
-        assert!(Arc::ptr_eq(&a.shared(), &b.shared()));
+        assert!(Arc::ptr_eq(&a.recorder(), &b.recorder()));
         let c = b.active_requests(true);
-        assert!(!Arc::ptr_eq(&a.shared(), &c.shared()));
+        assert!(!Arc::ptr_eq(&a.recorder(), &c.recorder()));
     }
 }

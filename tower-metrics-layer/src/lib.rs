@@ -87,24 +87,66 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod attributes;
-mod body;
-mod buckets;
-mod error_type;
-mod future;
-mod generic;
-mod grpc;
-mod hash;
-mod head;
-mod intern;
-mod label_guard;
-mod layer;
-pub mod request_body;
-mod series;
-mod service;
-mod shared;
+// How a request flows, and how the files stand: each file imports only files declared above
+// it (`cargo xtask ci` fails on an import circle), so the crate reads top to bottom. A blank
+// line between declarations keeps rustfmt from sorting them out of that order.
+//
+// The ground floor: the values everything else speaks in.
+
+// The insert-only concurrent hash table behind every cache (its doc comment has the figures).
 mod table;
 
+// Strings to small ids, on a table.
+mod intern;
+
+// `LabelGuard`: a label whose values stay bounded, on an interner.
+mod label_guard;
+
+// `RequestHead`: the borrowed request parts user functions see.
+mod head;
+
+// Histogram boundaries, gRPC status codes, built-in error names.
+mod buckets;
+
+mod grpc;
+
+mod error_type;
+
+// What the builder was told: `Mode`, `Config`, label sources, known methods.
+mod config;
+
+// The request path, one step per file. Attribute names and the small-integer encodings of
+// method, scheme and version:
+mod attributes;
+
+// Step 1: request head -> `RequestKey` (routes, addresses and labels interned, capped).
+mod request_key;
+
+// The OpenTelemetry instruments a `Config` asks for.
+mod instruments;
+
+// Step 2: `RequestKey` + status + outcome -> `SeriesKey` -> a cached, prepared `Series`.
+mod series;
+
+// Step 3: `Recorder` holds all of the above and records a finished request.
+mod recorder;
+
+// On top, the only files that know tower and http-body: what `MetricsLayer` wraps around a
+// request, its response body and its response future, the service, and the layer itself.
+pub mod request_body;
+
+mod body;
+
+mod future;
+
+mod service;
+
+mod layer;
+
+// `GenericMetricsLayer`: steps 2 and 3 for any `Service<Req>`.
+mod generic;
+
+// The optional `/metrics` endpoint.
 #[cfg(feature = "prometheus")]
 pub mod prometheus;
 
@@ -115,11 +157,12 @@ struct ReadmeDoctests;
 
 pub use body::MeteredBody;
 pub use buckets::{DEFAULT_DURATION_BOUNDARIES, LONG_DURATION_BOUNDARIES};
+pub use config::{DEFAULT_MAX_SERIES, DEFAULT_MAX_TARGETS};
 pub use future::ResponseFuture;
 pub use generic::{
     GenericMetricsLayer, GenericMetricsService, GenericResponseFuture, MAX_GENERIC_LABELS,
 };
 pub use head::RequestHead;
 pub use label_guard::{DEFAULT_MAX_DISTINCT, LabelGuard, MAX_VALUE_LEN, OTHER};
-pub use layer::{DEFAULT_MAX_SERIES, DEFAULT_MAX_TARGETS, MetricsLayer};
+pub use layer::MetricsLayer;
 pub use service::MetricsService;

@@ -14,8 +14,8 @@ use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
+use crate::recorder::Recorder;
 use crate::series::Series;
-use crate::shared::Shared;
 
 mod sealed {
     pub trait Sealed {}
@@ -83,7 +83,7 @@ impl WrapRequestBody<axum::body::Body> for AxumMetered {
 /// which needs the status). Whichever finishes last records, exactly once.
 #[doc(hidden)]
 pub struct RequestBodyTracker {
-    shared: Arc<Shared>,
+    recorder: Arc<Recorder>,
     bytes: AtomicU64,
     body_done: AtomicBool,
     recorded: AtomicBool,
@@ -91,9 +91,9 @@ pub struct RequestBodyTracker {
 }
 
 impl RequestBodyTracker {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(recorder: Arc<Recorder>) -> Self {
         Self {
-            shared,
+            recorder,
             bytes: AtomicU64::new(0),
             body_done: AtomicBool::new(false),
             recorded: AtomicBool::new(false),
@@ -119,7 +119,10 @@ impl RequestBodyTracker {
 
     fn record_once(&self, series: &Series) {
         if !self.recorded.swap(true, Ordering::SeqCst) {
-            series.record_request_size(&self.shared.instruments, self.bytes.load(Ordering::SeqCst));
+            series.record_request_size(
+                &self.recorder.instruments,
+                self.bytes.load(Ordering::SeqCst),
+            );
         }
     }
 }

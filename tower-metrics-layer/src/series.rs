@@ -1,4 +1,4 @@
-//! Instruments and the per-series cache that keeps the hot path free of allocation.
+//! The per-series cache that keeps the hot path free of allocation.
 //!
 //! A series is one combination of attribute values. Its `[KeyValue]` (and, with the
 //! `bound-instruments` feature, its bound instrument handles) are built the first
@@ -7,20 +7,12 @@
 use std::sync::Arc;
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Counter, Histogram, UpDownCounter};
+use opentelemetry::metrics::UpDownCounter;
 
 use crate::attributes::Outcome;
+use crate::instruments::Instruments;
+use crate::request_key::RequestKey;
 use crate::table::Table;
-
-/// The instruments one layer records into.
-#[derive(Clone)]
-pub(crate) struct Instruments {
-    pub(crate) duration: Histogram<f64>,
-    pub(crate) response_size: Option<Histogram<u64>>,
-    pub(crate) request_size: Option<Histogram<u64>>,
-    pub(crate) active: Option<UpDownCounter<i64>>,
-    pub(crate) overflow: Counter<u64>,
-}
 
 /// Everything that distinguishes one duration series from another, in compact form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -37,6 +29,24 @@ pub(crate) struct SeriesKey {
     /// Interned extra label; `NONE_U32` if absent.
     pub(crate) label: u32,
     pub(crate) outcome: Outcome,
+}
+
+impl SeriesKey {
+    /// The series of a finished request: what its request key says, plus how it ended.
+    #[inline]
+    pub(crate) fn of(key: &RequestKey, status: u16, outcome: Outcome) -> Self {
+        Self {
+            method: key.method,
+            scheme: key.scheme,
+            version: key.version,
+            status,
+            port: key.port,
+            target: key.target,
+            host: key.host,
+            label: key.label,
+            outcome,
+        }
+    }
 }
 
 /// One cached series.

@@ -12,8 +12,8 @@ use tower_service::Service;
 use crate::body::MeteredBody;
 use crate::future::{ResponseFuture, State};
 use crate::head::RequestHead;
+use crate::recorder::Recorder;
 use crate::request_body::{RequestBodyTracker, Unchanged, WrapRequestBody};
-use crate::shared::Shared;
 
 /// Records metrics for each request passing to the inner service.
 ///
@@ -22,7 +22,7 @@ use crate::shared::Shared;
 /// [`MeteredBody`], which carries the active-request guard and counts bytes.
 pub struct MetricsService<S, W = Unchanged> {
     inner: S,
-    shared: Arc<Shared>,
+    recorder: Arc<Recorder>,
     _wrap: PhantomData<fn() -> W>,
 }
 
@@ -30,17 +30,17 @@ impl<S: Clone, W> Clone for MetricsService<S, W> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
-            shared: Arc::clone(&self.shared),
+            recorder: Arc::clone(&self.recorder),
             _wrap: PhantomData,
         }
     }
 }
 
 impl<S, W> MetricsService<S, W> {
-    pub(crate) fn new(inner: S, shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(inner: S, recorder: Arc<Recorder>) -> Self {
         Self {
             inner,
-            shared,
+            recorder,
             _wrap: PhantomData,
         }
     }
@@ -87,12 +87,12 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let start = Instant::now();
-        let key = self.shared.request_key(&RequestHead::of(&req));
-        let active = self.shared.enter_active(&key);
+        let key = self.recorder.request_key(&RequestHead::of(&req));
+        let active = self.recorder.enter_active(&key);
         let request_body = self
-            .shared
+            .recorder
             .request_body_size()
-            .then(|| Arc::new(RequestBodyTracker::new(Arc::clone(&self.shared))));
+            .then(|| Arc::new(RequestBodyTracker::new(Arc::clone(&self.recorder))));
         let tracker = request_body.clone();
         let inner = self.inner.call(req.map(|body| W::wrap(body, tracker)));
         ResponseFuture::new(
@@ -100,7 +100,7 @@ where
             State {
                 start,
                 key,
-                shared: Arc::clone(&self.shared),
+                recorder: Arc::clone(&self.recorder),
                 active,
                 request_body,
             },

@@ -5,13 +5,16 @@
 //! written, so each slot is a `OnceLock` that readers check with one acquire load;
 //! writers serialize on a mutex. Load factor stays at or below one half, so probes
 //! are short and a probe for an absent key always reaches an empty slot.
+//!
+//! Keys are hashed with `foldhash`, seeded per table so that no one can choose label
+//! values that all land in one run of slots.
 
 use std::borrow::Borrow;
 use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
-use crate::hash::FastBuild;
+use foldhash::fast::RandomState;
 
 /// Largest number of entries a table accepts (keeps memory bounded: 2^17 slots).
 pub(crate) const MAX_ENTRIES: usize = 1 << 16;
@@ -22,6 +25,7 @@ pub(crate) struct Table<K, V> {
     cap: usize,
     len: AtomicUsize,
     write: Mutex<()>,
+    hasher: RandomState,
 }
 
 impl<K: Hash + Eq, V> Table<K, V> {
@@ -35,12 +39,13 @@ impl<K: Hash + Eq, V> Table<K, V> {
             cap,
             len: AtomicUsize::new(0),
             write: Mutex::new(()),
+            hasher: RandomState::default(),
         }
     }
 
     #[inline]
     fn start<Q: Hash + ?Sized>(&self, key: &Q) -> usize {
-        (FastBuild::default().hash_one(key) as usize) & self.mask
+        (self.hasher.hash_one(key) as usize) & self.mask
     }
 
     /// Finds `key`: its slot index and value.

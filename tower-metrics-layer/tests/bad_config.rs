@@ -9,6 +9,7 @@ use std::convert::Infallible;
 use common::TestMetrics;
 use http::{Request, Response};
 use tower::{Layer, ServiceExt};
+#[cfg(feature = "prometheus")]
 use tower_metrics_layer::prometheus::PrometheusMetrics;
 use tower_metrics_layer::{LabelGuard, MetricsLayer};
 
@@ -60,6 +61,7 @@ async fn guards_that_admit_nothing_or_everything() {
     }
 }
 
+#[cfg(feature = "prometheus")]
 #[test]
 fn impossible_exporter_settings_are_refused() {
     for boundaries in [
