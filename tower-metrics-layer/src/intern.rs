@@ -3,6 +3,10 @@
 //! Used for routes, server addresses and guarded labels: the first time a value
 //! is seen it gets an id (until the table is full); afterwards the hot path is one
 //! lock-free probe and no allocation.
+//!
+//! Built on [`Table`] rather than a kept map for the reason and figures in its module docs:
+//! the ids are slot indices, so turning an id back into its value (once per new series) is
+//! an index, and a `&'static str` route is found by its address without hashing.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

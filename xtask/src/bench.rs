@@ -118,13 +118,15 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
          (`cargo bench -p grpc-example`).\n\n{}\n",
         output.trim_end()
     );
-    // The soak (`cargo xtask soak`, minutes long) is not rerun here: its last table stays.
-    let soak = std::fs::read_to_string("BENCHMARKS.md")
-        .ok()
-        .and_then(|current| crate::soak::section(&current))
-        .map(|s| format!("\n{}", s.trim_end()))
-        .unwrap_or_default();
-    let table = format!("{table}{grpc}{soak}\n");
+    // Kept from the current file, not rerun: the soak (`cargo xtask soak`, minutes long) and
+    // the before/after comparisons of past changes (each measured once, against its parent).
+    let current = std::fs::read_to_string("BENCHMARKS.md").unwrap_or_default();
+    let kept: String = [crate::soak::HEADING, BEFORE_AND_AFTER]
+        .iter()
+        .filter_map(|heading| crate::soak::section_of(&current, heading))
+        .map(|s| format!("\n{}\n", s.trim_end()))
+        .collect();
+    let table = format!("{table}{grpc}{kept}");
     std::fs::write(
         "BENCHMARKS.md",
         document(&system, Some(&table), "cargo xtask bench"),
@@ -149,6 +151,9 @@ fn bench_stdout(cargo: &str, args: &[&str]) -> Result<String, String> {
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
+
+/// Hand-made before/after comparisons of changes to a hot path, kept across regenerations.
+const BEFORE_AND_AFTER: &str = "## 8. Before and after";
 
 fn target_dir() -> String {
     std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".to_string())

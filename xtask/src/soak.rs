@@ -74,13 +74,13 @@ pub(crate) fn without_section(document: &str) -> String {
     }
 }
 
-/// The soak section of `document`, if it has one.
-pub(crate) fn section(document: &str) -> Option<String> {
-    let start = document.find(HEADING)?;
+/// The section of `document` under `heading`, up to the next `## ` heading.
+pub(crate) fn section_of(document: &str, heading: &str) -> Option<String> {
+    let start = document.find(heading)?;
     let rest = &document[start..];
-    let end = rest[HEADING.len()..]
+    let end = rest[heading.len()..]
         .find("\n## ")
-        .map_or(rest.len(), |i| HEADING.len() + i + 1);
+        .map_or(rest.len(), |i| heading.len() + i + 1);
     Some(rest[..end].to_string())
 }
 
@@ -91,11 +91,11 @@ mod tests {
     #[test]
     fn the_soak_section_is_replaced_kept_or_appended() {
         let doc = "# B\n\n## 6. gRPC\n\nx\n\n## 7. Soak\n\nold\n";
-        assert_eq!(section(doc).unwrap(), "## 7. Soak\n\nold\n");
+        assert_eq!(section_of(doc, HEADING).unwrap(), "## 7. Soak\n\nold\n");
         let new = with_section(doc, "## 7. Soak\n\nnew\n");
         assert_eq!(new, "# B\n\n## 6. gRPC\n\nx\n\n## 7. Soak\n\nnew\n");
         let appended = with_section("# B\n", "## 7. Soak\n\nnew\n");
         assert_eq!(appended, "# B\n\n## 7. Soak\n\nnew\n");
-        assert!(section("# B\n").is_none());
+        assert!(section_of("# B\n", HEADING).is_none());
     }
 }
