@@ -125,7 +125,7 @@ pub struct Args {
     )]
     pub demo_failure_rate: String,
 
-    /// Classified retries on upstream calls (true/1/yes, false/0/no).
+    /// Classified retries on upstream calls: true/1/yes, false/0/no, or a share such as `10%`.
     #[arg(
         long,
         allow_hyphen_values = true,
@@ -134,7 +134,7 @@ pub struct Args {
     )]
     pub cp2_advanced_retry_enabled: String,
 
-    /// Deadlines: read, cap, enforce and propagate (true/1/yes, false/0/no).
+    /// Deadlines: read, cap, enforce and propagate; true/false or a share such as `10%`.
     #[arg(
         long,
         allow_hyphen_values = true,
@@ -143,7 +143,7 @@ pub struct Args {
     )]
     pub cp2_complete_timeout_enabled: String,
 
-    /// Bounded queue with admission control (true/1/yes, false/0/no).
+    /// Bounded queue with admission control; true/false or a share such as `10%`.
     #[arg(
         long,
         allow_hyphen_values = true,
@@ -152,7 +152,7 @@ pub struct Args {
     )]
     pub cp2_queue_management_enabled: String,
 
-    /// Request metrics and GET /metrics (true/1/yes, false/0/no).
+    /// Request metrics and GET /metrics; true/false or a share such as `10%`.
     #[arg(
         long,
         allow_hyphen_values = true,
@@ -214,13 +214,36 @@ pub struct Upstream {
     pub base: String,
 }
 
-/// The four feature flags of the product brief.
+/// The four feature flags of the product brief, as one request sees them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Flags {
     pub retry: bool,
     pub timeout: bool,
     pub queue: bool,
     pub metrics: bool,
+}
+
+/// How far each flag is rolled out: the percentage of requests (0 to 100) it applies to.
+/// `true` is 100, `false` 0; which requests make up a share is the `canary` module's business.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rollout {
+    pub retry: u8,
+    pub timeout: u8,
+    pub queue: u8,
+    pub metrics: u8,
+}
+
+impl Rollout {
+    /// The flags of a request whose bucket (0 to 99) is `bucket`: a flag at `N%` is on for
+    /// buckets below `N`, so a smaller share's requests are also in every larger share.
+    pub fn flags_for(&self, bucket: u8) -> Flags {
+        Flags {
+            retry: bucket < self.retry,
+            timeout: bucket < self.timeout,
+            queue: bucket < self.queue,
+            metrics: bucket < self.metrics,
+        }
+    }
 }
 
 /// The embedded demo provider's behaviour.
@@ -246,7 +269,9 @@ pub struct Settings {
     pub retry_max: u32,
     pub retry_base: Duration,
     pub demo: Demo,
+    /// What the requests in the canary get: every flag rolled out to any share (see `rollout`).
     pub flags: Flags,
+    pub rollout: Rollout,
     pub tenant_allowlist: Vec<String>,
     /// Injected faults on provider calls (none by default).
     pub faults: Faults,
@@ -284,6 +309,25 @@ fn invalid(setting: &'static str, value: &str, expected: impl Into<String>) -> C
 }
 
 /// The flag grammar: true/1/yes and false/0/no in any case, surrounding blanks ignored.
+/// A CP2 flag: on or off for every request, or on for a whole-number share of them (`10%`).
+pub fn parse_rollout(setting: &'static str, value: &str) -> Result<u8, ConfigError> {
+    let v = value.trim();
+    match v.strip_suffix('%') {
+        Some(number) if !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit()) => {
+            match number.parse::<u8>() {
+                Ok(percent) if percent <= 100 => Ok(percent),
+                _ => Err(invalid(setting, value, ROLLOUT_EXPECTED)),
+            }
+        }
+        Some(_) => Err(invalid(setting, value, ROLLOUT_EXPECTED)),
+        None => parse_flag(setting, value)
+            .map(|on| if on { 100 } else { 0 })
+            .map_err(|_| invalid(setting, value, ROLLOUT_EXPECTED)),
+    }
+}
+
+const ROLLOUT_EXPECTED: &str = "true/1/yes, false/0/no, or a share from 0% to 100%";
+
 pub fn parse_flag(setting: &'static str, value: &str) -> Result<bool, ConfigError> {
     let v = value.trim();
     if ["true", "1", "yes"]
@@ -450,24 +494,25 @@ pub fn parse_upstreams(value: &str) -> Result<Vec<Upstream>, ConfigError> {
 impl Settings {
     /// Validates the raw arguments.
     pub fn from_args(args: &Args) -> Result<Self, ConfigError> {
-        let flags = Flags {
-            retry: parse_flag(
+        let rollout = Rollout {
+            retry: parse_rollout(
                 "CP2_ADVANCED_RETRY_ENABLED",
                 &args.cp2_advanced_retry_enabled,
             )?,
-            timeout: parse_flag(
+            timeout: parse_rollout(
                 "CP2_COMPLETE_TIMEOUT_ENABLED",
                 &args.cp2_complete_timeout_enabled,
             )?,
-            queue: parse_flag(
+            queue: parse_rollout(
                 "CP2_QUEUE_MANAGEMENT_ENABLED",
                 &args.cp2_queue_management_enabled,
             )?,
-            metrics: parse_flag(
+            metrics: parse_rollout(
                 "CP2_OBSERVABILITY_METRICS_ENABLED",
                 &args.cp2_observability_metrics_enabled,
             )?,
         };
+        let flags = rollout.flags_for(0);
         let listen = args.listen.trim().parse::<SocketAddr>().map_err(|_| {
             invalid(
                 "GATEWAY_LISTEN",
@@ -537,6 +582,7 @@ impl Settings {
                 failure_rate,
             },
             flags,
+            rollout,
             faults,
             tenant_allowlist: args
                 .metrics_tenant_label_allowlist
@@ -673,6 +719,26 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn cp2_flags_take_booleans_or_whole_percentages() {
+        for (value, share) in [
+            ("true", 100),
+            ("false", 0),
+            ("yes", 100),
+            ("0", 0),
+            ("0%", 0),
+            ("10%", 10),
+            (" 50% ", 50),
+            ("100%", 100),
+        ] {
+            assert_eq!(parse_rollout("CP2_X", value), Ok(share), "{value}");
+        }
+        for bad in ["110%", "-1%", "ten", "%", "12.5%", "10 %", "1e1%", "256%"] {
+            let error = parse_rollout("CP2_ADVANCED_RETRY_ENABLED", bad).unwrap_err();
+            assert_eq!(error.setting, "CP2_ADVANCED_RETRY_ENABLED", "{bad}");
+        }
     }
 
     proptest::proptest! {

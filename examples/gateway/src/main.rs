@@ -3,6 +3,7 @@
 //! Settings come from environment variables or the same-named flags (`gateway --help`); see the
 //! README for the table and the layer stack.
 
+mod canary;
 mod config;
 mod demo_provider;
 mod dispatch;
@@ -105,15 +106,21 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     } else {
         None
     };
-    let built = stack::build(&settings, &upstreams, metrics.as_ref());
+    let sides = canary::sides(&settings.rollout);
+    let built: Vec<_> = sides
+        .iter()
+        .map(|side| stack::build(&settings, &upstreams, metrics.as_ref(), side))
+        .collect();
+    let queues: Vec<_> = built.iter().filter_map(|b| b.queue.clone()).collect();
+    let app = canary::steer(&sides, built.into_iter().map(|b| b.app).collect());
     tracing::info!(
-        flags = ?settings.flags,
+        rollout = ?settings.rollout,
         routing = ?settings.routing,
         workers = listeners.len(),
         providers = ?upstreams.iter().map(|u| &u.name).collect::<Vec<_>>(),
         "gateway ready"
     );
-    let mut workers = serve::start(listeners, built.app)?;
+    let mut workers = serve::start(listeners, app)?;
     // Kept alive as long as the gateway runs; read at each scrape.
     let _tasks_gauge = metrics.as_ref().map(|metrics| {
         let alive_tasks = workers.alive_tasks();
@@ -139,7 +146,7 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     let limit = settings.timeout + Duration::from_secs(1);
     let drained = async {
         workers.finished().await?;
-        if let Some(queue) = &built.queue {
+        for queue in &queues {
             queue.drain().await;
         }
         Ok::<(), std::io::Error>(())

@@ -21,12 +21,13 @@ use axum::handler::Handler;
 use axum::routing::get;
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
+use http::{HeaderValue, Request, Response, StatusCode, Uri};
 use http_body_util::Either;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use opentelemetry::metrics::Meter;
+use opentelemetry::metrics::{Meter, MeterProvider as _};
+use opentelemetry::{InstrumentationScope, KeyValue};
 use tower::util::MapRequestLayer;
 use tower::{BoxError, Service, ServiceBuilder};
 use tower_bounded_queue::{BoundedQueueLayer, QueueHandle, QueueStatus, X_OVERLOAD_STATUS};
@@ -35,6 +36,7 @@ use tower_metrics_layer::prometheus::PrometheusMetrics;
 use tower_metrics_layer::{LabelGuard, MetricsLayer, RequestHead};
 use tower_retry_classified::{Backoff, ReplayBody, RetryLayer};
 
+use crate::canary::{Mode, Side, TENANT};
 use crate::config::{Settings, Upstream};
 use crate::dispatch::{ProxyFirst, is_proxied};
 use crate::fault::FaultLayer;
@@ -258,18 +260,32 @@ pub struct Built<S> {
     pub queue: Option<QueueHandle>,
 }
 
-/// Builds the whole server: routes, incoming stack, providers and their client stacks.
+/// Builds the whole server for one side of the rollout (`canary`): routes, incoming stack,
+/// providers and their client stacks, with that side's flags, its share of the queue, and its
+/// metrics tagged with its `cp2.mode`.
 pub fn build(
     settings: &Settings,
     upstreams: &[Upstream],
     metrics: Option<&PrometheusMetrics>,
+    side: &Side,
 ) -> Built<
     impl Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send + 'static>
     + Clone
     + Send
     + 'static,
 > {
-    let meter = metrics.map(|m| m.meter("gateway"));
+    let settings = &Settings {
+        flags: side.flags,
+        max_concurrency: share_of(settings.max_concurrency, side.percent()),
+        queue_capacity: share_of(settings.queue_capacity, side.percent()),
+        ..settings.clone()
+    };
+    let meter = side
+        .flags
+        .metrics
+        .then_some(metrics)
+        .flatten()
+        .map(|m| side_meter(m, side.mode));
     let flags = settings.flags;
 
     let client = http_client(settings);
@@ -328,7 +344,7 @@ pub fn build(
             .route_fn(route_template)
             .label_from_header(
                 "tenant",
-                HeaderName::from_static("x-tenant-id"),
+                TENANT,
                 LabelGuard::allowlist(settings.tenant_allowlist.iter().cloned()),
             )
     });
@@ -346,6 +362,26 @@ pub fn build(
         app,
         queue: queue_handle,
     }
+}
+
+/// The meter of one side: its attribute `cp2.mode` lands on every series recorded through it
+/// (in Prometheus, label `otel_scope_cp2_mode`).
+fn side_meter(metrics: &PrometheusMetrics, mode: Mode) -> Meter {
+    let scope = InstrumentationScope::builder("gateway")
+        .with_attributes([KeyValue::new("cp2.mode", mode.as_str())])
+        .build();
+    metrics.meter_provider().meter_with_scope(scope)
+}
+
+/// `limit` scaled to a side's share of requests, rounded up so a side never gets 0.
+fn share_of(limit: usize, percent: u8) -> usize {
+    if percent >= 100 {
+        return limit;
+    }
+    limit
+        .saturating_mul(usize::from(percent))
+        .div_ceil(100)
+        .max(1)
 }
 
 async fn readyz(State(queue): State<Option<QueueHandle>>) -> (StatusCode, &'static str) {

@@ -43,6 +43,10 @@ fn invalid_settings_exit_2_naming_the_setting() {
         ("GATEWAY_WORKERS", "two"),
         ("GATEWAY_FAULT_ABORT", "503@x"),
         ("GATEWAY_FAULT_HEADERS", "sometimes"),
+        ("CP2_ADVANCED_RETRY_ENABLED", "110%"),
+        ("CP2_COMPLETE_TIMEOUT_ENABLED", "-1%"),
+        ("CP2_QUEUE_MANAGEMENT_ENABLED", "ten"),
+        ("CP2_OBSERVABILITY_METRICS_ENABLED", "12.5%"),
     ];
     for (setting, value) in cases {
         let (code, stderr) = refuse(&[(setting, value)]);

@@ -6,6 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod canary;
 mod config;
 mod deadline;
 mod faults;
