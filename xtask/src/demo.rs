@@ -8,12 +8,15 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, IsTerminal, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
+
+use crate::exposition::{Sample, parse_metrics};
+use crate::http1::{Connection, http_get};
 
 /// Closed-loop clients; more than the gateway admits (16 running + 32 waiting), so the queue
 /// has something to reject.
@@ -242,106 +245,6 @@ fn client_loop(n: u64, addr: SocketAddr, stats: &Stats, stop: &AtomicBool) {
     }
 }
 
-/// One keep-alive HTTP/1.1 connection.
-struct Connection {
-    reader: BufReader<TcpStream>,
-}
-
-impl Connection {
-    fn open(addr: SocketAddr) -> std::io::Result<Connection> {
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-        Ok(Connection {
-            reader: BufReader::new(stream),
-        })
-    }
-
-    /// Sends one request and reads its response: (status, body, connection closing).
-    fn exchange(&mut self, request: &[u8]) -> std::io::Result<(u16, Vec<u8>, bool)> {
-        self.reader.get_mut().write_all(request)?;
-        read_response(&mut self.reader)
-    }
-}
-
-fn invalid(what: &str) -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string())
-}
-
-fn read_response<R: BufRead>(reader: &mut R) -> std::io::Result<(u16, Vec<u8>, bool)> {
-    let mut line = String::new();
-    if reader.read_line(&mut line)? == 0 {
-        return Err(invalid("connection closed"));
-    }
-    let status: u16 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| invalid("bad status line"))?;
-    let (mut length, mut chunked, mut close) = (None, false, false);
-    loop {
-        line.clear();
-        if reader.read_line(&mut line)? == 0 {
-            return Err(invalid("truncated headers"));
-        }
-        let header = line.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = header.split_once(':') {
-            let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
-            match name.as_str() {
-                "content-length" => length = value.parse::<usize>().ok(),
-                "transfer-encoding" => chunked = value.eq_ignore_ascii_case("chunked"),
-                "connection" => close = value.eq_ignore_ascii_case("close"),
-                _ => {}
-            }
-        }
-    }
-    let mut body = Vec::new();
-    if chunked {
-        loop {
-            line.clear();
-            reader.read_line(&mut line)?;
-            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
-                .map_err(|_| invalid("bad chunk size"))?;
-            if size == 0 {
-                // Trailers, then the blank line.
-                loop {
-                    line.clear();
-                    if reader.read_line(&mut line)? == 0 || line.trim_end().is_empty() {
-                        break;
-                    }
-                }
-                break;
-            }
-            let start = body.len();
-            body.resize(start + size, 0);
-            reader.read_exact(&mut body[start..])?;
-            line.clear();
-            reader.read_line(&mut line)?;
-        }
-    } else if let Some(length) = length {
-        body.resize(length, 0);
-        reader.read_exact(&mut body)?;
-    } else if status >= 200 && status != 204 && status != 304 {
-        reader.read_to_end(&mut body)?;
-        close = true;
-    }
-    Ok((status, body, close))
-}
-
-/// A whole GET on a fresh connection.
-fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
-    let mut connection = Connection::open(addr)?;
-    let request = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
-    let (status, body, _) = connection.exchange(request.as_bytes())?;
-    if status != 200 {
-        return Err(invalid(&format!("{path} answered {status}")));
-    }
-    Ok(String::from_utf8_lossy(&body).into_owned())
-}
-
 /// One line per second: throughput, outcomes, retries (from /metrics) and the client-side p99.
 fn progress(addr: SocketAddr, stats: &Stats, duration: Duration) {
     let tty = std::io::stdout().is_terminal();
@@ -384,40 +287,6 @@ fn progress(addr: SocketAddr, stats: &Stats, duration: Duration) {
     if tty {
         println!();
     }
-}
-
-/// One sample: metric name, labels as written, value.
-struct Sample {
-    name: String,
-    labels: String,
-    value: f64,
-}
-
-impl Sample {
-    fn label(&self, key: &str) -> Option<&str> {
-        let start = self.labels.find(&format!("{key}=\""))? + key.len() + 2;
-        let end = self.labels[start..].find('"')? + start;
-        Some(&self.labels[start..end])
-    }
-}
-
-fn parse_metrics(text: &str) -> Vec<Sample> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .filter_map(|line| {
-            let (head, value) = line.rsplit_once(' ')?;
-            let value: f64 = value.parse().ok()?;
-            let (name, labels) = match head.find('{') {
-                Some(i) => (&head[..i], &head[i..]),
-                None => (head, ""),
-            };
-            Some(Sample {
-                name: name.to_string(),
-                labels: labels.to_string(),
-                value,
-            })
-        })
-        .collect()
 }
 
 fn sum(samples: &[Sample], name: &str, filter: &str) -> f64 {
@@ -629,23 +498,5 @@ mod tests {
         assert!((quantile(0.7, &buckets).unwrap() - 0.15).abs() < 1e-9);
         assert!((quantile(0.95, &buckets).unwrap() - 0.35).abs() < 1e-9);
         assert_eq!(quantile(0.5, &[]), None);
-    }
-
-    #[test]
-    fn responses_are_read_by_length_and_by_chunks() {
-        let raw = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 10\r\n\r\noverloaded";
-        let (status, body, close) = read_response(&mut &raw[..]).unwrap();
-        assert_eq!((status, &body[..], close), (503, &b"overloaded"[..], false));
-        let raw = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
-        let (status, body, close) = read_response(&mut &raw[..]).unwrap();
-        assert_eq!((status, &body[..], close), (200, &b"abcde"[..], true));
-    }
-
-    #[test]
-    fn labels_are_found_by_key() {
-        let samples =
-            parse_metrics("x_total{outcome=\"failure\",reason=\"service_unavailable\"} 3\n");
-        assert_eq!(samples[0].label("reason"), Some("service_unavailable"));
-        assert_eq!(samples[0].value, 3.0);
     }
 }

@@ -7,8 +7,11 @@ use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 mod bench;
+mod cardinality;
 mod ci;
 mod demo;
+mod exposition;
+mod http1;
 mod soak;
 
 fn main() -> ExitCode {
@@ -19,6 +22,7 @@ fn main() -> ExitCode {
         Some("demo") => demo::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("soak") => soak::run(&args[1..]),
+        Some("cardinality") => cardinality::run(&args[1..]),
         Some("help") | Some("--help") | Some("-h") | None => {
             print_help();
             Ok(())
@@ -41,6 +45,7 @@ fn print_help() {
          demo      the example gateway under load, summarised from its /metrics (--duration SECS, --no-wait, --release)\n\
          bench     whole-system benchmark + criterion; --quick for CI's smoke run\n\
          soak      10x overload for --secs N (default 300): memory, fds and tasks must stay flat\n\
+         cardinality URL [--max-series N] [--max-values-per-label N]: series per metric and values per label\n\
          package   cargo package for every publishable crate\n"
     );
 }

@@ -7,6 +7,7 @@
 mod common;
 
 mod canary;
+mod cardinality;
 mod config;
 mod deadline;
 mod faults;
@@ -15,3 +16,15 @@ mod proxy;
 mod queue;
 mod retry;
 mod shutdown;
+
+// `cargo xtask cardinality`, compiled here from xtask's sources so the check runs against the
+// real gateway (`cardinality.rs`).
+#[allow(dead_code)]
+#[path = "../../../../xtask/src/exposition.rs"]
+mod exposition;
+#[allow(dead_code)]
+#[path = "../../../../xtask/src/http1.rs"]
+mod http1;
+#[allow(dead_code)]
+#[path = "../../../../xtask/src/cardinality.rs"]
+mod xtask_cardinality;
