@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fault_proxy;
+pub mod promql;
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
