@@ -1,0 +1,187 @@
+//! From a NATS message to a reply: parse, resolve pool and deadline, admit, run, answer.
+//!
+//! Admission happens here, in the receive loop: the pool's queue decides in `call`, at once,
+//! so a full pool's `overloaded` reply never waits behind other jobs, and the loop never holds
+//! more than the pools admit (a rejected job's task ends at once).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_nats::{Client, HeaderMap, Message, Subject};
+use tokio_util::task::TaskTracker;
+use tower::{BoxError, Service, ServiceExt};
+use tower_bounded_queue::Overloaded;
+use tower_deadline::{Deadline, DeadlineExceeded, wire};
+
+use crate::config::Settings;
+use crate::job::{self, Job, Reply, Status};
+use crate::pools::PoolService;
+
+/// Deadline headers, as the HTTP side reads them (the tightest wins).
+const GRPC_TIMEOUT: &str = "grpc-timeout";
+const MILLIS_HEADERS: [&str; 2] = ["x-request-timeout-ms", "x-envoy-expected-rq-timeout-ms"];
+
+pub struct Dispatcher {
+    pools: HashMap<String, PoolService>,
+    default_pool: String,
+    /// `Some(cap)` when deadlines are on.
+    cap: Option<Duration>,
+    client: Client,
+    tasks: TaskTracker,
+    received: AtomicU64,
+    anonymous: AtomicU64,
+}
+
+/// The job's deadline: the tightest header, capped by the worker's own limit. Malformed values
+/// are ignored (the cap still applies).
+pub fn deadline_from(headers: Option<&HeaderMap>, cap: Duration) -> Duration {
+    let mut budget = cap;
+    if let Some(headers) = headers {
+        if let Some(value) = headers.get(GRPC_TIMEOUT)
+            && let Some(timeout) = wire::decode_grpc_timeout(value.as_str().as_bytes())
+        {
+            budget = budget.min(timeout);
+        }
+        for name in MILLIS_HEADERS {
+            if let Some(value) = headers.get(name)
+                && let Some(timeout) = wire::decode_millis(value.as_str().as_bytes())
+            {
+                budget = budget.min(timeout);
+            }
+        }
+    }
+    budget
+}
+
+impl Dispatcher {
+    pub fn new(
+        settings: &Settings,
+        pools: HashMap<String, PoolService>,
+        client: Client,
+        tasks: TaskTracker,
+    ) -> Self {
+        Self {
+            pools,
+            default_pool: settings.default_pool.clone(),
+            cap: settings.flags.timeout.then_some(settings.timeout),
+            client,
+            tasks,
+            received: AtomicU64::new(0),
+            anonymous: AtomicU64::new(0),
+        }
+    }
+
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    pub async fn dispatch(&mut self, message: Message) {
+        self.received.fetch_add(1, Ordering::Relaxed);
+        let reply_to = message.reply.clone();
+        let spec = match job::parse(&message.payload, &self.default_pool) {
+            Ok(spec) => spec,
+            Err(error) => {
+                tracing::debug!(%error, "invalid job");
+                let reply = Reply::refused(String::new(), None, Status::Invalid, error);
+                self.send(reply_to, &reply).await;
+                return;
+            }
+        };
+        let id = spec
+            .id
+            .clone()
+            .unwrap_or_else(|| format!("job-{}", self.anonymous.fetch_add(1, Ordering::Relaxed)));
+        let pool = spec.pool.clone().unwrap_or_default();
+        let Some(service) = self.pools.get_mut(&pool) else {
+            let error = format!("no pool named {pool:?}");
+            let reply = Reply::refused(id, Some(pool), Status::Invalid, error);
+            self.send(reply_to, &reply).await;
+            return;
+        };
+        let deadline = self
+            .cap
+            .map(|cap| Deadline::after(deadline_from(message.headers.as_ref(), cap)));
+        let job = Job {
+            id: id.clone(),
+            tenant: spec.tenant.unwrap_or_default(),
+            pool: pool.clone(),
+            steps: spec.steps,
+            deadline,
+        };
+        // Always ready (the queue decides in `call`); awaited for form's sake.
+        let service = match service.ready().await {
+            Ok(service) => service,
+            Err(error) => {
+                let reply = Reply::refused(id, Some(pool), Status::Failed, error.to_string());
+                self.send(reply_to, &reply).await;
+                return;
+            }
+        };
+        // Admission sees the job's deadline (a waiter whose deadline passes leaves the queue).
+        let future = match deadline {
+            Some(deadline) => deadline.sync_scope(|| service.call(job)),
+            None => service.call(job),
+        };
+        let client = self.client.clone();
+        self.tasks.spawn(async move {
+            let reply = match future.await {
+                Ok(reply) => reply,
+                Err(error) => refusal(id, pool, &error),
+            };
+            send(&client, reply_to, &reply).await;
+        });
+    }
+
+    async fn send(&self, reply_to: Option<Subject>, reply: &Reply) {
+        send(&self.client, reply_to, reply).await;
+    }
+}
+
+/// The reply for a job that the pool turned away or that failed outside its steps.
+fn refusal(id: String, pool: String, error: &BoxError) -> Reply {
+    let status = if error.is::<Overloaded>() {
+        Status::Overloaded
+    } else if error.is::<DeadlineExceeded>() {
+        Status::Timeout
+    } else {
+        Status::Failed
+    };
+    Reply::refused(id, Some(pool), status, error.to_string())
+}
+
+async fn send(client: &Client, reply_to: Option<Subject>, reply: &Reply) {
+    let Some(subject) = reply_to else {
+        return; // published without a reply subject: fire and forget
+    };
+    match serde_json::to_vec(reply) {
+        Ok(payload) => {
+            if let Err(error) = client.publish(subject, payload.into()).await {
+                tracing::warn!(%error, id = %reply.id, "cannot send the reply");
+            }
+        }
+        Err(error) => tracing::warn!(%error, "cannot encode the reply"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadline_headers_take_the_tightest_under_the_cap() {
+        let cap = Duration::from_secs(30);
+        assert_eq!(deadline_from(None, cap), cap);
+        let mut headers = HeaderMap::new();
+        headers.insert("grpc-timeout", "2S");
+        assert_eq!(deadline_from(Some(&headers), cap), Duration::from_secs(2));
+        headers.insert("x-request-timeout-ms", "1500");
+        assert_eq!(
+            deadline_from(Some(&headers), cap),
+            Duration::from_millis(1500)
+        );
+        headers.insert("grpc-timeout", "99H");
+        headers.insert("x-request-timeout-ms", "not a number");
+        assert_eq!(deadline_from(Some(&headers), cap), cap);
+    }
+}
