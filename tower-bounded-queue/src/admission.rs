@@ -23,11 +23,8 @@ use tokio::sync::Notify;
 
 use crate::config::Config;
 use crate::error::{OverloadReason, Overloaded};
-use crate::metrics::{Metrics, Reason};
+use crate::metrics::{Metrics, Observed, Reason};
 use crate::status::QueueStatus;
-
-/// The largest accepted `concurrency` and `capacity`; larger values are clamped.
-pub(crate) const MAX_LIMIT: usize = 1 << 30;
 
 const IN_FLIGHT_MASK: u64 = 0xFFFF_FFFF;
 const WAITING_SHIFT: u32 = 32;
@@ -66,6 +63,20 @@ impl std::fmt::Debug for Shared {
             .field("depth", &self.depth())
             .field("closed", &self.is_closed())
             .finish_non_exhaustive()
+    }
+}
+
+impl Observed for Shared {
+    fn depth(&self) -> usize {
+        Shared::depth(self)
+    }
+
+    fn in_flight(&self) -> usize {
+        Shared::in_flight(self)
+    }
+
+    fn status(&self) -> QueueStatus {
+        Shared::status(self)
     }
 }
 

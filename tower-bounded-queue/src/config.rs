@@ -5,8 +5,11 @@ use std::time::Duration;
 
 use opentelemetry::metrics::Meter;
 
-use crate::admission::MAX_LIMIT;
 use crate::status::Thresholds;
+
+/// The largest accepted `concurrency` and `capacity`; larger values are clamped. It fits the
+/// admission word, which counts in-flight requests in 32 bits and waiting ones in 31.
+pub(crate) const MAX_LIMIT: usize = 1 << 30;
 
 /// The default number of requests that may wait (from the product brief).
 pub(crate) const DEFAULT_CAPACITY: usize = 1000;

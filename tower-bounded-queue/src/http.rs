@@ -69,15 +69,20 @@ pub struct HttpBoundedQueueLayer {
     status_header: Option<HeaderName>,
 }
 
-impl HttpBoundedQueueLayer {
-    pub(crate) fn new(queue: BoundedQueueLayer) -> Self {
-        Self {
-            queue,
+// HTTP mode's entry point lives with HTTP mode, so the plain layer needs nothing from here.
+impl BoundedQueueLayer {
+    /// Answers with HTTP responses instead of errors (503, 504, gRPC status); see
+    /// [`HttpBoundedQueueLayer`]. The HTTP layer shares this layer's queue.
+    pub fn http(self) -> HttpBoundedQueueLayer {
+        HttpBoundedQueueLayer {
+            queue: self,
             retry_after: 1,
             status_header: None,
         }
     }
+}
 
+impl HttpBoundedQueueLayer {
     /// The `Retry-After` sent with 503 answers, rounded up to whole seconds (default 1 s); zero
     /// leaves the header out.
     pub fn retry_after(mut self, after: Duration) -> Self {

@@ -7,10 +7,9 @@ use std::time::Duration;
 use opentelemetry::metrics::Meter;
 use tower_layer::Layer;
 
-use crate::admission::{MAX_LIMIT, Shared};
-use crate::config::Config;
+use crate::admission::Shared;
+use crate::config::{Config, MAX_LIMIT};
 use crate::handle::QueueHandle;
-use crate::http::HttpBoundedQueueLayer;
 use crate::service::BoundedQueue;
 use crate::status::Thresholds;
 
@@ -110,12 +109,6 @@ impl BoundedQueueLayer {
     /// `[0, 1]` and ordered; NaN means the default.
     pub fn status_thresholds(self, degraded: f64, overloaded: f64) -> Self {
         self.update(|c| c.thresholds = Thresholds::new(degraded, overloaded))
-    }
-
-    /// Answers with HTTP responses instead of errors (503, 504, gRPC status); see
-    /// [`HttpBoundedQueueLayer`]. The HTTP layer shares this layer's queue.
-    pub fn http(self) -> HttpBoundedQueueLayer {
-        HttpBoundedQueueLayer::new(self)
     }
 
     /// A handle on this layer's queue.

@@ -9,8 +9,19 @@ use std::sync::Weak;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram, Meter, ObservableGauge, ObservableUpDownCounter};
 
-use crate::admission::Shared;
 use crate::config::Config;
+use crate::status::QueueStatus;
+
+/// What the observable instruments read at collection time: the admission state, which
+/// implements it. A trait, so that this module needs nothing from the one that records into it.
+pub(crate) trait Observed: Send + Sync + 'static {
+    /// Requests waiting now.
+    fn depth(&self) -> usize;
+    /// Requests inside the inner service now.
+    fn in_flight(&self) -> usize;
+    /// The queue's status now.
+    fn status(&self) -> QueueStatus;
+}
 
 /// The `reason` attribute of `tower.queue.rejections`.
 #[derive(Clone, Copy, Debug)]
@@ -49,7 +60,7 @@ pub(crate) struct Metrics {
 impl Metrics {
     /// The observable instruments hold only a weak reference, so a dropped queue is not kept
     /// alive by the meter (its callbacks then report nothing).
-    pub(crate) fn new(config: &Config, shared: Weak<Shared>) -> Self {
+    pub(crate) fn new<S: Observed>(config: &Config, shared: Weak<S>) -> Self {
         let global;
         let meter: &Meter = match &config.meter {
             Some(meter) => meter,

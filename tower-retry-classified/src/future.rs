@@ -17,9 +17,9 @@ use tower_service::Service;
 
 use crate::BoxError;
 use crate::classify::{Classification, Classify};
+use crate::config::Config;
 use crate::error::AttemptTimeout;
 use crate::kind::{Facts, RequestKind, ResponseKind, left};
-use crate::layer::Config;
 use crate::metrics::SkipReason;
 
 pin_project! {

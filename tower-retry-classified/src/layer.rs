@@ -10,34 +10,11 @@ use tower_layer::Layer;
 use crate::backoff::Backoff;
 use crate::budget::RetryBudget;
 use crate::classify::HttpClassifier;
+use crate::config::Config;
 use crate::error::ConfigError;
 use crate::kind::{Generic, Http, HttpAs, IsHttp};
 use crate::metrics::Instruments;
 use crate::service::Retry;
-
-/// Default total retry time.
-pub const DEFAULT_MAX_TOTAL: Duration = Duration::from_secs(30);
-/// Default maximum for a server's retry hint.
-pub const DEFAULT_MAX_HINT: Duration = Duration::from_secs(300);
-/// Default replay buffer for request bodies.
-pub const DEFAULT_REPLAY_CAP: usize = 64 * 1024;
-/// Default number of retries after the first attempt.
-pub const DEFAULT_MAX_RETRIES: u32 = 4;
-
-/// Everything a [`Retry`] service consults; shared by its clones through an `Arc`.
-#[derive(Clone, Debug)]
-pub(crate) struct Config<C> {
-    pub(crate) classifier: C,
-    pub(crate) backoff: Backoff,
-    pub(crate) max_retries: u32,
-    pub(crate) max_total: Duration,
-    pub(crate) attempt_timeout: Option<Duration>,
-    pub(crate) max_hint: Duration,
-    pub(crate) budget: Option<RetryBudget>,
-    pub(crate) retry_any_method: bool,
-    pub(crate) replay_cap: usize,
-    pub(crate) instruments: Instruments,
-}
 
 /// The most retries [`RetryLayer::max_retries`] accepts (100): far beyond any useful policy
 /// (gRPC clamps at 4 retries), low enough that a retry loop always ends.
@@ -111,40 +88,15 @@ impl<C> RetryLayer<C, Generic> {
 impl<C, K> RetryLayer<C, K> {
     fn with(classifier: C) -> Self {
         Self {
-            config: Config {
-                classifier,
-                backoff: Backoff::default(),
-                max_retries: DEFAULT_MAX_RETRIES,
-                max_total: DEFAULT_MAX_TOTAL,
-                attempt_timeout: None,
-                max_hint: DEFAULT_MAX_HINT,
-                budget: Some(RetryBudget::default()),
-                retry_any_method: false,
-                replay_cap: DEFAULT_REPLAY_CAP,
-                instruments: Instruments::new(&opentelemetry::global::meter(
-                    "tower-retry-classified",
-                )),
-            },
+            config: Config::new(classifier),
             _kind: PhantomData,
         }
     }
 
     /// Replaces the classifier.
     pub fn classifier<C2>(self, classifier: C2) -> RetryLayer<C2, K> {
-        let c = self.config;
         RetryLayer {
-            config: Config {
-                classifier,
-                backoff: c.backoff,
-                max_retries: c.max_retries,
-                max_total: c.max_total,
-                attempt_timeout: c.attempt_timeout,
-                max_hint: c.max_hint,
-                budget: c.budget,
-                retry_any_method: c.retry_any_method,
-                replay_cap: c.replay_cap,
-                instruments: c.instruments,
-            },
+            config: self.config.with_classifier(classifier),
             _kind: PhantomData,
         }
     }

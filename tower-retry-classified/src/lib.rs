@@ -87,6 +87,7 @@
 mod backoff;
 mod budget;
 mod classify;
+mod config;
 mod error;
 mod future;
 mod hint;
@@ -99,13 +100,11 @@ mod service;
 pub use backoff::{Backoff, Jitter};
 pub use budget::RetryBudget;
 pub use classify::{Classification, Classify, HttpClassifier, Reason, Refine, X_OVERLOADED};
+pub use config::{DEFAULT_MAX_HINT, DEFAULT_MAX_RETRIES, DEFAULT_MAX_TOTAL, DEFAULT_REPLAY_CAP};
 pub use error::{AttemptTimeout, ConfigError, ReplayError};
 pub use future::ResponseFuture;
 pub use kind::{Facts, Generic, Http, HttpAs, RequestKind, ResponseKind};
-pub use layer::{
-    DEFAULT_MAX_HINT, DEFAULT_MAX_RETRIES, DEFAULT_MAX_TOTAL, DEFAULT_REPLAY_CAP,
-    MAX_RETRIES_LIMIT, RetryLayer,
-};
+pub use layer::{MAX_RETRIES_LIMIT, RetryLayer};
 pub use metrics::SkipReason;
 pub use replay::ReplayBody;
 pub use service::Retry;

@@ -11,9 +11,9 @@ use tower_service::Service;
 use crate::BoxError;
 use crate::budget::shard;
 use crate::classify::Classify;
+use crate::config::Config;
 use crate::future::ResponseFuture;
 use crate::kind::{RequestKind, ResponseKind};
-use crate::layer::Config;
 
 /// Retries failed calls to the inner service when they are classified retryable and time,
 /// budget, idempotency and body size allow. Made by [`RetryLayer`](crate::RetryLayer).

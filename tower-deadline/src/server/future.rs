@@ -6,28 +6,12 @@ use std::task::{Context, Poll};
 use http::Response;
 use tokio::time::Instant;
 
-use super::response;
+use super::response::{self, Rejection};
 use super::{ErrorMode, HttpMode};
 use crate::body::DeadlineBody;
 use crate::bounded::Bounded;
 use crate::metrics::Metrics;
-use crate::{BoxError, Deadline, DeadlineExceeded, InvalidDeadlineHeader, Stage};
-
-/// Why the layer answered a request itself.
-#[derive(Debug)]
-pub(crate) enum Rejection {
-    Expired(DeadlineExceeded),
-    Malformed(InvalidDeadlineHeader),
-}
-
-impl From<Rejection> for BoxError {
-    fn from(rejection: Rejection) -> Self {
-        match rejection {
-            Rejection::Expired(e) => Box::new(e),
-            Rejection::Malformed(e) => Box::new(e),
-        }
-    }
-}
+use crate::{BoxError, Deadline, Stage};
 
 pin_project_lite::pin_project! {
     /// Response future of [`DeadlineService`](super::DeadlineService).

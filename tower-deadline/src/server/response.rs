@@ -1,11 +1,31 @@
-//! The answers the HTTP-mode layer gives itself. gRPC requests get a trailers-only response
-//! (HTTP 200, the status in headers), as the gRPC spec requires; never 408 or CANCELLED.
+//! Why the layer answers a request itself ([`Rejection`]), and the answers it gives in HTTP
+//! mode. gRPC requests get a trailers-only response (HTTP 200, the status in headers), as the
+//! gRPC spec requires; never 408 or CANCELLED.
+//!
+//! The service and its response future both reject, so the reasons live here, below both.
 
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Response, StatusCode};
 
-use super::future::Rejection;
 use crate::body::DeadlineBody;
+use crate::{BoxError, DeadlineExceeded, InvalidDeadlineHeader};
+
+/// Why the layer answered a request itself.
+#[derive(Debug)]
+pub(crate) enum Rejection {
+    Expired(DeadlineExceeded),
+    Malformed(InvalidDeadlineHeader),
+}
+
+/// Error mode's answer: the reason itself, boxed.
+impl From<Rejection> for BoxError {
+    fn from(rejection: Rejection) -> Self {
+        match rejection {
+            Rejection::Expired(e) => Box::new(e),
+            Rejection::Malformed(e) => Box::new(e),
+        }
+    }
+}
 
 const GRPC_DEADLINE_EXCEEDED: HeaderValue = HeaderValue::from_static("4");
 const GRPC_INVALID_ARGUMENT: HeaderValue = HeaderValue::from_static("3");

@@ -7,7 +7,8 @@ use http::{Request, Response};
 use tokio::time::Instant;
 use tower_service::Service;
 
-use super::future::{Rejection, ResponseFuture};
+use super::future::ResponseFuture;
+use super::response::Rejection;
 use super::{ErrorMode, HttpMode, Mode};
 use crate::body::DeadlineBody;
 use crate::headers::{self, MillisHeaders};
