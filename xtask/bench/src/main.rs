@@ -14,6 +14,7 @@
 
 mod load;
 mod nginx;
+mod process;
 mod proxy;
 mod run;
 mod soak;

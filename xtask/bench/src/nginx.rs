@@ -104,7 +104,7 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        crate::run::stop(&mut self.child);
+        crate::process::stop(&mut self.child);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
