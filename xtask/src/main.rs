@@ -9,9 +9,11 @@ use std::time::Instant;
 mod bench;
 mod cardinality;
 mod ci;
+mod circles;
 mod demo;
 mod exposition;
 mod http1;
+mod rust_paths;
 mod soak;
 
 fn main() -> ExitCode {
@@ -23,6 +25,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::run(&args[1..]),
         Some("soak") => soak::run(&args[1..]),
         Some("cardinality") => cardinality::run(&args[1..]),
+        Some("circles") => circles::run(&args[1..]),
         Some("help") | Some("--help") | Some("-h") | None => {
             print_help();
             Ok(())
@@ -41,11 +44,12 @@ fn main() -> ExitCode {
 fn print_help() {
     println!(
         "cargo xtask <command>\n\n\
-         ci        fmt, clippy, tests (doctests included), docs and packaging; stops at the first failure\n\
+         ci        import circles, fmt, clippy, tests (doctests included), docs and packaging; stops at the first failure\n\
          demo      the example gateway under load, summarised from its /metrics (--duration SECS, --no-wait, --release)\n\
          bench     whole-system benchmark + criterion; --quick for CI's smoke run\n\
          soak      10x overload for --secs N (default 300): memory, fds and tasks must stay flat\n\
          cardinality URL [--max-series N] [--max-values-per-label N]: series per metric and values per label\n\
+         circles   fails when a crate's modules import each other in a circle, listing each one\n\
          package   cargo package for every publishable crate\n"
     );
 }
