@@ -173,7 +173,10 @@ impl StepRunner {
     async fn execute(self, call: StepCall) -> Result<StepDone, StepError> {
         match call.step {
             Step::Sleep { ms } => {
-                tokio::time::sleep(Duration::from_millis(ms)).await;
+                // `sleep 0` is a no-op: tokio's timer would round it up to its next 1 ms tick.
+                if ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
                 Ok(StepDone { detail: None })
             }
             Step::FsRead { path } => {
