@@ -95,6 +95,11 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     } else {
         None
     };
+    if let Some(metrics) = &metrics {
+        // `tower_deadline::enforce` and `fs` record timeouts (`tower.deadline.exceeded`,
+        // where = operation) on the global meter: make it this exporter's.
+        opentelemetry::global::set_meter_provider(metrics.meter_provider().clone());
+    }
     let meter = metrics.as_ref().map(|m| m.meter("worker"));
     let pools = pools::build(&settings, meter.as_ref());
     let tasks = TaskTracker::new();

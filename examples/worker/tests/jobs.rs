@@ -174,6 +174,16 @@ async fn a_slow_fs_step_times_out_with_a_typed_timeout() {
         ),
         2.0
     );
+    // The crate's own count of operations cut by a deadline or budget.
+    assert_eq!(
+        sample_sum(
+            &metrics,
+            "tower_deadline_exceeded_total",
+            &[r#"where="operation""#]
+        ),
+        2.0,
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
