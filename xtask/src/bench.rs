@@ -126,7 +126,16 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         .filter_map(|heading| crate::soak::section_of(&current, heading))
         .map(|s| format!("\n{}\n", s.trim_end()))
         .collect();
-    let table = format!("{table}{grpc}{kept}");
+    eprintln!("xtask: jobs through examples/worker (needs nats-server)");
+    let output = bench_stdout(&cargo, &["bench", "-p", "worker", "--bench", "jobs"])?;
+    let worker = format!(
+        "\n## 9. Worker: jobs through examples/worker\n\n\
+         Bench client, nats-server and the worker (release) share the 2 cores; trivial jobs are one \
+         `sleep 0` step with 64 in flight, best of 2 x 5 s per side; the Wave 2 row paces 200 jobs/s \
+         for 10 s (`cargo bench -p worker --bench jobs`).\n\n{}\n",
+        output.trim_end()
+    );
+    let table = format!("{table}{grpc}{kept}{worker}");
     std::fs::write(
         "BENCHMARKS.md",
         document(&system, Some(&table), "cargo xtask bench"),

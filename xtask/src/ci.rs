@@ -44,6 +44,8 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
 }
 
 /// Packages (and verifies by building) every publishable crate; cargo orders dependent crates.
+/// Every `publish = false` member is excluded: examples, xtask and test support are never
+/// published, and their path-only dependencies cannot be packaged.
 pub(crate) fn package() -> Result<(), String> {
     step(
         "package",
@@ -59,6 +61,10 @@ pub(crate) fn package() -> Result<(), String> {
             "gateway",
             "--exclude",
             "grpc-example",
+            "--exclude",
+            "worker",
+            "--exclude",
+            "alloc-meter",
             "--allow-dirty",
         ],
         &[],

@@ -88,6 +88,38 @@ fn queries(dashboard: &Json) -> Vec<Query> {
     out
 }
 
+/// The PromQL the gateway README's "Operating it" section tells operators to watch during a
+/// rollout: each line of its `promql` blocks, named by the comment above it. They run against
+/// the same Prometheus as the panels, so a renamed series breaks this test, not a rollout.
+fn readme_queries() -> Vec<Query> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+    let readme = std::fs::read_to_string(&path).expect("examples/gateway/README.md");
+    let start = readme
+        .find("## Operating it")
+        .expect("README section \"Operating it\"");
+    let section = &readme[start..];
+    let section = &section[..section[3..]
+        .find("\n## ")
+        .map_or(section.len(), |end| end + 3)];
+    let mut out = Vec::new();
+    let mut comment = String::new();
+    for block in section.split("```promql\n").skip(1) {
+        let block = block.split("```").next().unwrap_or("");
+        for line in block.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            if let Some(text) = line.strip_prefix('#') {
+                comment = text.trim().to_string();
+            } else {
+                out.push(Query {
+                    row: "README: Operating it".into(),
+                    panel: comment.clone(),
+                    expr: line.to_string(),
+                });
+            }
+        }
+    }
+    out
+}
+
 /// Every panel, rows and panels inside collapsed rows included.
 fn panels(dashboard: &Json) -> Vec<&Json> {
     let mut out = Vec::new();
@@ -410,8 +442,15 @@ async fn check(prometheus: &Prometheus, client: &TestClient, query: &Query) -> R
 async fn every_panel_returns_data_from_a_gateway_under_load() {
     let started = Instant::now();
     let dashboard = dashboard();
-    let queries = queries(&dashboard);
+    let mut queries = queries(&dashboard);
     assert!(queries.len() >= 20, "{} queries", queries.len());
+    let from_readme = readme_queries();
+    assert!(
+        from_readme.len() >= 9,
+        "{} README queries",
+        from_readme.len()
+    );
+    queries.extend(from_readme);
 
     // Retry, deadlines and queue for half the requests (a canary at 50%). Metrics stay on for
     // every request: a metrics flag at 50% would leave the baseline side without any series, so
