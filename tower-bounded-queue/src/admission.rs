@@ -18,6 +18,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Waker};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 
@@ -25,6 +26,7 @@ use crate::config::Config;
 use crate::error::{OverloadReason, Overloaded};
 use crate::metrics::{Metrics, Observed, Reason};
 use crate::status::QueueStatus;
+use crate::trace;
 
 const IN_FLIGHT_MASK: u64 = 0xFFFF_FFFF;
 const WAITING_SHIFT: u32 = 32;
@@ -63,6 +65,25 @@ impl std::fmt::Debug for Shared {
             .field("depth", &self.depth())
             .field("closed", &self.is_closed())
             .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// A request the queue answered itself: counted, and logged when a subscriber listens.
+    pub(crate) fn rejected(&self, reason: Reason) {
+        self.metrics.rejected(reason);
+        trace::rejected(
+            &self.config.name,
+            reason.as_str(),
+            self.depth(),
+            self.config.capacity,
+        );
+    }
+
+    /// A request that got a slot after waiting `waited`.
+    pub(crate) fn admitted_after_wait(&self, waited: Duration) {
+        self.metrics.waited(waited.as_secs_f64());
+        trace::admitted_after_wait(&self.config.name, waited, self.depth());
     }
 }
 
@@ -211,11 +232,11 @@ impl Shared {
             }
         };
         if let Some(victim) = victim {
-            self.metrics.rejected(Reason::DroppedOldest);
+            self.rejected(Reason::DroppedOldest);
             victim.wake();
         }
         if let Slow::Rejected(e) = &outcome {
-            self.metrics.rejected(match e.reason() {
+            self.rejected(match e.reason() {
                 OverloadReason::Closed => Reason::Closed,
                 _ => Reason::Full,
             });
@@ -239,7 +260,7 @@ impl Shared {
         } else {
             return None;
         };
-        self.metrics.rejected(match reason {
+        self.rejected(match reason {
             OverloadReason::Closed => Reason::Closed,
             _ => Reason::Full,
         });

@@ -76,7 +76,7 @@ where
         if let Some(deadline) = deadline {
             if deadline <= Instant::now() {
                 // No time left to wait: answer at once instead of queueing.
-                shared.metrics.rejected(Reason::Deadline);
+                shared.rejected(Reason::Deadline);
                 let error = tower_deadline::DeadlineExceeded::new(
                     tower_deadline::Stage::Queued,
                     Duration::ZERO,
@@ -148,7 +148,7 @@ fn left(shared: &Shared, since: Instant, deadline: Option<Instant>) -> Rejection
     #[cfg(feature = "deadline")]
     if let Some(deadline) = deadline {
         if deadline <= now {
-            shared.metrics.rejected(Reason::Deadline);
+            shared.rejected(Reason::Deadline);
             return Rejection::Deadline(tower_deadline::DeadlineExceeded::new(
                 tower_deadline::Stage::Queued,
                 deadline.saturating_duration_since(since),
@@ -158,7 +158,7 @@ fn left(shared: &Shared, since: Instant, deadline: Option<Instant>) -> Rejection
     }
     #[cfg(not(feature = "deadline"))]
     let _ = deadline;
-    shared.metrics.rejected(Reason::QueueTimeout);
+    shared.rejected(Reason::QueueTimeout);
     Rejection::Timeout(QueueTimeout::new(
         now.saturating_duration_since(since),
         shared.config.max_wait.unwrap_or_default(),
@@ -203,7 +203,7 @@ where
                     let shared = Arc::clone(waiter.shared());
                     match outcome {
                         WaitOutcome::Granted(permit) => {
-                            shared.metrics.waited(since.elapsed().as_secs_f64());
+                            shared.admitted_after_wait(since.elapsed());
                             *this.permit = Some(permit);
                             this.state.set(State::Ready);
                         }

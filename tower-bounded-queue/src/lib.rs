@@ -58,6 +58,9 @@
 //!   `tower.queue.wait` (seconds) and `tower.queue.status` (0 to 3), each with
 //!   `tower.queue.name`. Depth, in-flight and status are observed at collection time, so the
 //!   success path records nothing; `tower.queue.wait` records the requests that had to wait.
+//! - **Logs** (feature `tracing`, on by default): a `debug` event for each request admitted after
+//!   a wait and each rejection, and a `warn` summary of rejections at most every 10 s (target
+//!   `tower_bounded_queue`); nothing for a request admitted at once.
 //!
 //! # Cost
 //!
@@ -77,6 +80,7 @@ mod layer;
 mod metrics;
 mod service;
 mod status;
+mod trace;
 
 pub use crate::error::{OverloadReason, Overloaded, QueueTimeout};
 pub use crate::future::ResponseFuture;

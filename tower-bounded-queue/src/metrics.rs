@@ -42,6 +42,13 @@ const REASONS: [&str; 5] = [
     "closed",
 ];
 
+impl Reason {
+    /// The stable attribute value.
+    pub(crate) fn as_str(self) -> &'static str {
+        REASONS[self as usize]
+    }
+}
+
 /// Boundaries for `tower.queue.wait`, in seconds (semconv's HTTP duration buckets).
 const WAIT_BOUNDARIES: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,

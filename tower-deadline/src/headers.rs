@@ -53,19 +53,36 @@ impl MillisHeaders {
 pub(crate) struct Announced {
     /// The tightest well-formed budget, if any header had one.
     pub(crate) budget: Option<Duration>,
+    /// Which header `budget` came from: 0 for `grpc-timeout`, `i + 1` for millisecond header
+    /// `i`. An index, so that reading costs no header-name clone; see [`Announced::source`].
+    source: usize,
     /// The first header whose value was malformed.
     pub(crate) malformed: Option<HeaderName>,
 }
 
 impl Announced {
-    fn offer(&mut self, name: &HeaderName, parsed: Option<Duration>) {
+    fn offer(&mut self, index: usize, name: &HeaderName, parsed: Option<Duration>) {
         match parsed {
-            Some(budget) => self.budget = Some(self.budget.map_or(budget, |b| b.min(budget))),
+            Some(budget) => {
+                if self.budget.is_none_or(|b| budget < b) {
+                    self.budget = Some(budget);
+                    self.source = index;
+                }
+            }
             None => {
                 if self.malformed.is_none() {
                     self.malformed = Some(name.clone());
                 }
             }
+        }
+    }
+
+    /// The name of the header `budget` came from, if any.
+    pub(crate) fn source<'a>(&self, millis_names: &'a MillisHeaders) -> Option<&'a str> {
+        self.budget?;
+        match self.source {
+            0 => Some("grpc-timeout"),
+            i => millis_names.names.get(i - 1).map(HeaderName::as_str),
         }
     }
 }
@@ -77,11 +94,15 @@ pub(crate) fn read(headers: &HeaderMap, millis_names: &MillisHeaders) -> Announc
         return announced;
     }
     if let Some(value) = headers.get(GRPC_TIMEOUT) {
-        announced.offer(&GRPC_TIMEOUT, grpc_timeout::decode(value.as_bytes()).ok());
+        announced.offer(
+            0,
+            &GRPC_TIMEOUT,
+            grpc_timeout::decode(value.as_bytes()).ok(),
+        );
     }
-    for name in &millis_names.names {
+    for (i, name) in millis_names.names.iter().enumerate() {
         if let Some(value) = headers.get(name) {
-            announced.offer(name, millis::decode(value.as_bytes()));
+            announced.offer(i + 1, name, millis::decode(value.as_bytes()));
         }
     }
     announced

@@ -59,7 +59,14 @@
 //!
 //! Through the OpenTelemetry API, on the meter you pass (default: the global meter named
 //! `tower-deadline`): `tower.deadline.exceeded` (attribute `where`: `arrival`, `handling`,
-//! `outgoing`, `operation`) and `tower.deadline.invalid`.
+//! `outgoing`, `operation`, `queued`) and `tower.deadline.invalid`.
+//!
+//! # Logs
+//!
+//! With the `tracing` feature (on by default), `debug` events with target `tower_deadline` for
+//! each deadline read (its source header, the budget asked and granted, whether the cap cut it),
+//! each malformed header and each deadline exceeded (where), and a `warn` summary of exceeded
+//! deadlines at most every 10 s.
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -79,6 +86,7 @@ mod millis;
 mod optional;
 mod propagate;
 mod server;
+mod trace;
 
 pub use body::DeadlineBody;
 pub use connect::{ConnectDeadline, ConnectDeadlineLayer, ConnectFuture, DEFAULT_CONNECT_BUDGET};

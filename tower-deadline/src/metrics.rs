@@ -41,10 +41,12 @@ impl Metrics {
         }))
     }
 
+    /// Counted, and logged when a subscriber listens: every exceeded deadline passes here.
     pub(crate) fn exceeded(&self, stage: Stage) {
         self.0
             .exceeded
             .add(1, &[KeyValue::new("where", stage.as_str())]);
+        crate::trace::exceeded(stage);
     }
 
     pub(crate) fn invalid(&self) {

@@ -138,6 +138,7 @@ impl<Req, Res, E> GenericMetricsLayer<Req, Res, E> {
     where
         F: Fn(&Req) -> Option<&str> + Send + Sync + 'static,
     {
+        guard.name(key);
         self.with(|c| {
             if c.labels.len() < MAX_GENERIC_LABELS {
                 c.labels.push(GenericLabel {

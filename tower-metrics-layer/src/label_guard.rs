@@ -1,8 +1,8 @@
 //! [`LabelGuard`]: keeps a free-form label (tenant, customer, region) bounded.
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use opentelemetry::StringValue;
 
@@ -47,6 +47,9 @@ pub struct LabelGuard {
 struct Inner {
     table: Interner,
     refused: AtomicU64,
+    /// The label's key, for the one event written when the guard first refuses a value: set
+    /// by the first layer the guard is given to.
+    label: OnceLock<&'static str>,
 }
 
 impl LabelGuard {
@@ -82,6 +85,7 @@ impl LabelGuard {
             inner: Arc::new(Inner {
                 table: Interner::new(seed, max_new, MAX_VALUE_LEN),
                 refused: AtomicU64::new(0),
+                label: OnceLock::new(),
             }),
         }
     }
@@ -95,7 +99,10 @@ impl LabelGuard {
         match self.inner.table.lookup(raw) {
             Some(id) => id,
             None => {
-                self.inner.refused.fetch_add(1, Ordering::Relaxed);
+                if self.inner.refused.fetch_add(1, Ordering::Relaxed) == 0 {
+                    let label = self.inner.label.get().copied().unwrap_or("unnamed");
+                    crate::trace::guard_overflowed(label, raw, self.inner.table.len());
+                }
                 OTHER_ID
             }
         }
@@ -109,6 +116,11 @@ impl LabelGuard {
             .table
             .value(id)
             .unwrap_or_else(|| StringValue::from(OTHER))
+    }
+
+    /// Names the label this guard bounds, for its overflow event (the first name given wins).
+    pub(crate) fn name(&self, key: &'static str) {
+        let _ = self.inner.label.set(key);
     }
 
     /// The label value recorded for `raw`: `raw` itself if admitted, else `"other"`.

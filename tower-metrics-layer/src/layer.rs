@@ -194,6 +194,7 @@ impl<W> MetricsLayer<W> {
         header: HeaderName,
         guard: LabelGuard,
     ) -> Self {
+        guard.name(key);
         self.with(|c| {
             c.label = Some(ExtraLabel {
                 key: Key::from_static_str(key),
@@ -208,6 +209,7 @@ impl<W> MetricsLayer<W> {
     where
         F: for<'a> Fn(&RequestHead<'a>) -> Option<&'a str> + Send + Sync + 'static,
     {
+        guard.name(key);
         self.with(|c| {
             c.label = Some(ExtraLabel {
                 key: Key::from_static_str(key),

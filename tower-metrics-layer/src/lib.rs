@@ -82,6 +82,8 @@
 //! - `deadline`: name `tower_deadline` errors in `error.type` (`timeout`, `connect_timeout`).
 //! - `bound-instruments`: use OpenTelemetry's experimental bound instruments (enables
 //!   the feature of the same name in both `opentelemetry` and `opentelemetry_sdk`).
+//! - `tracing` (default): one `warn` event, with target `tower_metrics_layer`, when a
+//!   [`LabelGuard`] first turns a value into `other` (once per guard, never per request).
 //!
 //! [tower]: https://docs.rs/tower
 #![deny(missing_docs)]
@@ -98,6 +100,9 @@ mod table;
 
 // Strings to small ids, on a table.
 mod intern;
+
+// `tracing` events (feature `tracing`): the label guard's one overflow warning.
+mod trace;
 
 // `LabelGuard`: a label whose values stay bounded, on an interner.
 mod label_guard;

@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::error::AttemptTimeout;
 use crate::kind::{Facts, RequestKind, ResponseKind, left};
 use crate::metrics::SkipReason;
+use crate::trace;
 
 pin_project! {
     /// The future returned by [`Retry`](crate::Retry).
@@ -196,8 +197,9 @@ fn decide<K, Req, C>(
 where
     K: RequestKind<Req>,
 {
-    let skip = |reason: SkipReason| {
-        config.instruments.skipped(reason);
+    let skip = |why: SkipReason| {
+        config.instruments.skipped(why);
+        trace::not_retried(attempts, class.reason(), why);
         Decision::Return
     };
     let (reason, hint) = match class {
@@ -239,6 +241,13 @@ where
             return skip(SkipReason::Budget);
         }
     }
+    trace::scheduled(
+        attempts,
+        reason,
+        delay,
+        hint.is_some(),
+        config.budget.as_ref(),
+    );
     Decision::Retry(delay, request)
 }
 

@@ -81,6 +81,8 @@
 //!   incomplete-message errors.
 //! - `h2`: recognise HTTP/2 REFUSED_STREAM.
 //! - `deadline`: consult `tower_deadline::Deadline::effective` and classify its errors.
+//! - `tracing` (default): a `debug` event for every retry scheduled or not, and a `warn`
+//!   summary of give-ups at most every 10 s (target `tower_retry_classified`).
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -96,6 +98,7 @@ mod layer;
 mod metrics;
 mod replay;
 mod service;
+mod trace;
 
 pub use backoff::{Backoff, Jitter};
 pub use budget::RetryBudget;

@@ -65,6 +65,8 @@ pub(crate) fn package() -> Result<(), String> {
             "worker",
             "--exclude",
             "alloc-meter",
+            "--exclude",
+            "event-log",
             "--allow-dirty",
         ],
         &[],

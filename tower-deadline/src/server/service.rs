@@ -13,6 +13,7 @@ use super::{ErrorMode, HttpMode, Mode};
 use crate::body::DeadlineBody;
 use crate::headers::{self, MillisHeaders};
 use crate::metrics::Metrics;
+use crate::trace;
 use crate::{Deadline, DeadlineExceeded, InvalidDeadlineHeader, Stage};
 
 /// Service built by [`DeadlineLayer`](super::DeadlineLayer).
@@ -75,14 +76,22 @@ impl<S, M: Mode> DeadlineService<S, M> {
         let shared = &self.shared;
         let grpc = M::HTTP && headers::is_grpc(request.headers());
         let announced = headers::read(request.headers(), &shared.headers);
-        if let Some(header) = announced.malformed {
+        if let Some(header) = &announced.malformed {
             shared.metrics.invalid();
+            let value = request.headers().get(header).map(|v| v.as_bytes());
+            trace::malformed(header.as_str(), value.unwrap_or_default(), shared.strict);
             if shared.strict {
-                let error = InvalidDeadlineHeader::new(header);
+                let error = InvalidDeadlineHeader::new(header.clone());
                 return ResponseFuture::rejected(Rejection::Malformed(error), grpc);
             }
         }
         let budget = announced.budget.map_or(shared.max, |b| b.min(shared.max));
+        trace::read(
+            announced.source(&shared.headers),
+            announced.budget,
+            budget,
+            announced.budget.is_none_or(|b| b > shared.max),
+        );
         let deadline = Deadline::after_from(start, budget)
             .earliest_with(Deadline::effective(request.extensions()));
         if deadline.instant() <= start {

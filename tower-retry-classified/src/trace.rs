@@ -1,0 +1,143 @@
+//! `tracing` events for every retry decision (cargo feature `tracing`, on by default).
+//!
+//! Each decision is one `debug` event with target `tower_retry_classified`. A give-up of a
+//! retryable failure is also counted into a `warn` summary written at most once per
+//! [`SUMMARY_EVERY`], so an outage shows at `warn` without one line per request. Nothing is
+//! written at `info` or above on the success path. With no subscriber listening (or none for
+//! this level), each call is tracing's check of a static level: nothing is formatted.
+
+use std::time::Duration;
+
+use crate::budget::RetryBudget;
+use crate::classify::Reason;
+use crate::metrics::SkipReason;
+
+/// The shortest time between two `warn` summaries of give-ups.
+#[cfg(feature = "tracing")]
+pub(crate) const SUMMARY_EVERY: Duration = Duration::from_secs(10);
+
+#[cfg(feature = "tracing")]
+mod enabled {
+    use super::*;
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Instant;
+
+    const TARGET: &str = "tower_retry_classified";
+
+    /// `attempt` failed (1 for the first) for `reason`; the next is sent after `backoff`, which
+    /// came from the answer (`Retry-After`, `grpc-retry-pushback-ms`) when `hint_honoured`.
+    pub(crate) fn scheduled(
+        attempt: u32,
+        reason: Reason,
+        backoff: Duration,
+        hint_honoured: bool,
+        budget: Option<&RetryBudget>,
+    ) {
+        // The fields, the budget's balance included, are only evaluated when a subscriber wants
+        // the event.
+        tracing::debug!(
+            target: TARGET,
+            attempt,
+            reason = reason.as_str(),
+            backoff_ms = backoff.as_millis() as u64,
+            hint_honoured,
+            budget_left = budget.map(RetryBudget::balance),
+            "retry scheduled"
+        );
+    }
+
+    /// The outcome of `attempt`, failed for `reason`, is returned as it is, for `why`.
+    pub(crate) fn not_retried(attempt: u32, reason: Reason, why: SkipReason) {
+        let reason = reason.as_str();
+        tracing::debug!(
+            target: TARGET,
+            attempt,
+            reason,
+            why = why.as_str(),
+            "not retried"
+        );
+        // A permanent failure is the caller's, not an outage: no summary.
+        if why != SkipReason::Permanent && tracing::enabled!(target: TARGET, tracing::Level::WARN) {
+            if let Some(count) = GIVE_UPS.count() {
+                tracing::warn!(
+                    target: TARGET,
+                    count,
+                    last_why = why.as_str(),
+                    last_reason = reason,
+                    "requests failed after retrying was given up (summary, at most one per {} s)",
+                    SUMMARY_EVERY.as_secs()
+                );
+            }
+        }
+    }
+
+    static GIVE_UPS: Summary = Summary::new();
+
+    /// Counts events and says when a summary of them is due: on the first event, then on the
+    /// first event at least [`SUMMARY_EVERY`] after the previous summary.
+    struct Summary {
+        count: AtomicU64,
+        /// Milliseconds since [`origin`] before which no summary is due.
+        next: AtomicU64,
+    }
+
+    impl Summary {
+        const fn new() -> Self {
+            Summary {
+                count: AtomicU64::new(0),
+                next: AtomicU64::new(0),
+            }
+        }
+
+        /// Counts one event; the number counted since the last summary when one is due.
+        fn count(&self) -> Option<u64> {
+            self.count_at(origin().elapsed().as_millis() as u64)
+        }
+
+        fn count_at(&self, now: u64) -> Option<u64> {
+            self.count.fetch_add(1, Ordering::Relaxed);
+            let next = self.next.load(Ordering::Relaxed);
+            if now < next {
+                return None;
+            }
+            let then = now + SUMMARY_EVERY.as_millis() as u64;
+            // One thread wins the summary; the others' events go into the next one.
+            self.next
+                .compare_exchange(next, then, Ordering::Relaxed, Ordering::Relaxed)
+                .ok()?;
+            Some(self.count.swap(0, Ordering::Relaxed))
+        }
+    }
+
+    fn origin() -> Instant {
+        static ORIGIN: OnceLock<Instant> = OnceLock::new();
+        *ORIGIN.get_or_init(Instant::now)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn a_summary_is_due_at_once_then_once_per_period_with_the_events_between() {
+            let summary = Summary::new();
+            let every = SUMMARY_EVERY.as_millis() as u64;
+            assert_eq!(summary.count_at(5), Some(1));
+            assert_eq!(summary.count_at(6), None);
+            assert_eq!(summary.count_at(every + 4), None);
+            assert_eq!(summary.count_at(every + 5), Some(3));
+            assert_eq!(summary.count_at(every + 6), None);
+            assert_eq!(summary.count_at(10 * every), Some(2));
+        }
+    }
+}
+
+#[cfg(feature = "tracing")]
+pub(crate) use enabled::{not_retried, scheduled};
+
+#[cfg(not(feature = "tracing"))]
+pub(crate) fn scheduled(_: u32, _: Reason, _: Duration, _: bool, _: Option<&RetryBudget>) {}
+
+#[cfg(not(feature = "tracing"))]
+pub(crate) fn not_retried(_: u32, _: Reason, _: SkipReason) {}
