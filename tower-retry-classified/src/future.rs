@@ -232,7 +232,7 @@ where
             return skip(SkipReason::Deadline);
         }
     }
-    let request = match K::replay(saved) {
+    let request = match K::replay(saved, attempts + 1) {
         Ok(request) => request,
         Err(reason) => return skip(reason),
     };

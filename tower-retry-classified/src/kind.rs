@@ -87,8 +87,9 @@ pub trait RequestKind<Req>: sealed::Sealed {
         replay_cap: usize,
     ) -> (Self::Attempt, Self::Saved, Facts);
 
+    /// Attempt number `attempt` (2 for the first retry).
     #[doc(hidden)]
-    fn replay(saved: &Self::Saved) -> Result<Self::Attempt, SkipReason>;
+    fn replay(saved: &Self::Saved, attempt: u32) -> Result<Self::Attempt, SkipReason>;
 }
 
 /// How a kind of response records the attempt count. Implemented by [`Http`] and [`Generic`].
@@ -147,13 +148,18 @@ where
         )
     }
 
-    fn replay(saved: &Self::Saved) -> Result<Self::Attempt, SkipReason> {
+    fn replay(saved: &Self::Saved, attempt: u32) -> Result<Self::Attempt, SkipReason> {
         let body = match &saved.body {
             Ok(body) => body.replay(),
             Err(refusal) => Err(*refusal),
         };
         match body {
-            Ok(body) => Ok(http::Request::from_parts(saved.parts.clone(), body)),
+            Ok(body) => {
+                let mut request = http::Request::from_parts(saved.parts.clone(), body);
+                // Retries only: the first attempt (the success path) allocates nothing for it.
+                request.extensions_mut().insert(crate::Attempts(attempt));
+                Ok(request)
+            }
             Err(Refusal::TooLarge) => Err(SkipReason::BodyTooLarge),
             Err(Refusal::Failed) => Err(SkipReason::BodyError),
         }
@@ -177,8 +183,8 @@ where
         (attempt.map(T::from), saved, facts)
     }
 
-    fn replay(saved: &Self::Saved) -> Result<Self::Attempt, SkipReason> {
-        Http::replay(saved).map(|attempt| attempt.map(T::from))
+    fn replay(saved: &Self::Saved, attempt: u32) -> Result<Self::Attempt, SkipReason> {
+        Http::replay(saved, attempt).map(|request| request.map(T::from))
     }
 }
 
@@ -210,7 +216,7 @@ impl<Req: Clone> RequestKind<Req> for Generic {
         (req.clone(), req, facts)
     }
 
-    fn replay(saved: &Req) -> Result<Req, SkipReason> {
+    fn replay(saved: &Req, _: u32) -> Result<Req, SkipReason> {
         Ok(saved.clone())
     }
 }

@@ -120,10 +120,14 @@ struct ReadmeDoctests;
 /// The boxed error type of the retry service: the inner service's error, boxed.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// How many attempts produced an HTTP response, in its extensions when it was retried.
+/// How many attempts produced an HTTP response, in its extensions when it was retried; and,
+/// in the extensions of each HTTP request the layer sends again, which attempt it is (2 for the
+/// first retry), so a layer under the retry layer (a client span, a log line) can tell a resend
+/// from a first try.
 ///
-/// Responses that took one attempt carry no extension (inserting one would allocate on every
-/// call); use [`Attempts::of`], which reads that as 1.
+/// Responses that took one attempt, and first attempts, carry no extension (inserting one would
+/// allocate on every call); use [`Attempts::of`] and [`Attempts::of_request`], which read that
+/// as 1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Attempts(pub u32);
 
@@ -131,5 +135,11 @@ impl Attempts {
     /// The attempt count of a response that went through the retry layer.
     pub fn of<B>(response: &http::Response<B>) -> u32 {
         response.extensions().get::<Attempts>().map_or(1, |a| a.0)
+    }
+
+    /// Which attempt a request the layer sent is: 1 for the first, 2 for the first retry. The
+    /// OpenTelemetry attribute `http.request.resend_count` is this minus 1.
+    pub fn of_request<B>(request: &http::Request<B>) -> u32 {
+        request.extensions().get::<Attempts>().map_or(1, |a| a.0)
     }
 }

@@ -492,3 +492,25 @@ async fn connection_closed_before_response_is_retried_only_when_idempotent() {
     );
     assert_eq!(conns.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn each_resend_carries_its_attempt_number_for_the_layers_below() {
+    let upstream = Upstream::start(vec![status(503), status(502), status(200)]).await;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let mut svc = ServiceBuilder::new()
+        .layer(RetryLayer::http().backoff(no_jitter()))
+        .map_request(move |request: Request<_>| {
+            record.lock().unwrap().push(Attempts::of_request(&request));
+            request
+        })
+        .service(client::<Full<Bytes>>());
+    let req = Request::get(upstream.uri("/"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = svc.ready().await.unwrap().call(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(Attempts::of(&resp), 3);
+    // The first attempt carries nothing (read as 1); each resend its number.
+    assert_eq!(*seen.lock().unwrap(), vec![1, 2, 3]);
+}
