@@ -53,6 +53,16 @@ pub struct Args {
     )]
     pub routing: String,
 
+    /// Log lines as `text` (for people) or `json` (one object per line, with the request's
+    /// trace id, for log pipelines).
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        env = "GATEWAY_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: String,
+
     /// Requests proxied at once (the queue's concurrency).
     #[arg(
         long,
@@ -206,6 +216,15 @@ pub enum Routing {
     Failover,
 }
 
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line; events inside a request carry its `trace_id`.
+    Json,
+}
+
 /// One upstream provider.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Upstream {
@@ -262,6 +281,7 @@ pub struct Settings {
     /// `None`: start the embedded demo provider.
     pub upstreams: Option<Vec<Upstream>>,
     pub routing: Routing,
+    pub log_format: LogFormat,
     pub max_concurrency: usize,
     pub queue_capacity: usize,
     pub timeout: Duration,
@@ -391,8 +411,9 @@ fn parse_share<'a>(
 /// Every setting a user can give, by command-line flag and by the name its errors report: what
 /// the property test below and the fuzz target (`fuzz/fuzz_targets/settings.rs`) feed text to.
 #[cfg_attr(not(test), allow(dead_code))]
-pub const EVERY_SETTING: [(&str, &str); 17] = [
+pub const EVERY_SETTING: [(&str, &str); 18] = [
     ("--listen", "GATEWAY_LISTEN"),
+    ("--log-format", "GATEWAY_LOG_FORMAT"),
     ("--workers", "GATEWAY_WORKERS"),
     ("--upstreams", "GATEWAY_UPSTREAMS"),
     ("--routing", "GATEWAY_ROUTING"),
@@ -535,6 +556,17 @@ impl Settings {
                 ));
             }
         };
+        let log_format = match args.log_format.trim() {
+            f if f.eq_ignore_ascii_case("text") => LogFormat::Text,
+            f if f.eq_ignore_ascii_case("json") => LogFormat::Json,
+            _ => {
+                return Err(invalid(
+                    "GATEWAY_LOG_FORMAT",
+                    &args.log_format,
+                    "text or json",
+                ));
+            }
+        };
         let failure_rate = match args.demo_failure_rate.trim().parse::<f64>() {
             Ok(r) if (0.0..=1.0).contains(&r) => r,
             _ => {
@@ -556,6 +588,7 @@ impl Settings {
             workers,
             upstreams,
             routing,
+            log_format,
             max_concurrency: parse_number(
                 "GATEWAY_MAX_CONCURRENCY",
                 &args.max_concurrency,
@@ -670,6 +703,7 @@ mod tests {
         let cases: &[(&[&str], &str)] = &[
             (&["--listen", "localhost"], "GATEWAY_LISTEN"),
             (&["--routing", "random"], "GATEWAY_ROUTING"),
+            (&["--log-format", "xml"], "GATEWAY_LOG_FORMAT"),
             (&["--max-concurrency", "0"], "GATEWAY_MAX_CONCURRENCY"),
             (&["--queue-capacity", "-1"], "GATEWAY_QUEUE_CAPACITY"),
             (&["--timeout-ms", "abc"], "GATEWAY_TIMEOUT_MS"),

@@ -12,6 +12,7 @@ mod proxy;
 mod routing;
 mod serve;
 mod stack;
+mod traces;
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -20,7 +21,7 @@ use std::time::Duration;
 use clap::Parser;
 use tower_metrics_layer::prometheus::PrometheusMetrics;
 
-use crate::config::{Args, Settings, Upstream};
+use crate::config::{Args, LogFormat, Settings, Upstream};
 
 /// Unit tests measure what the settings parsers allocate (`config`'s property test).
 #[cfg(test)]
@@ -56,14 +57,20 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_INVALID);
         }
     };
-    tracing_subscriber::fmt()
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "gateway=info".into());
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "gateway=info".into()),
-        )
-        .init();
+        .with_env_filter(filter);
+    match settings.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        // The request's span (`trace_id`) rides along as `span` on every line inside it.
+        LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
     // Set-up, signals and the embedded demo provider; requests are served on the workers'
     // runtimes (`serve`).
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -76,7 +83,23 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(settings)) {
+    let traces = match traces::Traces::from_env(runtime.handle().clone()) {
+        Ok(traces) => traces,
+        Err(error) => {
+            eprintln!("gateway: {error}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    let outcome = runtime.block_on(async {
+        let outcome = run(settings, traces.as_ref()).await;
+        if let Some(traces) = traces {
+            // The last export goes out through this runtime: wait for it off the runtime's
+            // thread, which keeps running the export meanwhile.
+            let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
+        }
+        outcome
+    });
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("gateway: {error}");
@@ -85,7 +108,11 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
+async fn run(
+    settings: Settings,
+    traces: Option<&traces::Traces>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let tracer = traces.map(traces::Traces::tracer);
     let listeners = serve::bind(settings.listen, settings.workers)
         .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
     let addr = listeners[0].local_addr()?;
@@ -109,7 +136,15 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     let sides = canary::sides(&settings.rollout);
     let built: Vec<_> = sides
         .iter()
-        .map(|side| stack::build(&settings, &upstreams, metrics.as_ref(), side))
+        .map(|side| {
+            stack::build(
+                &settings,
+                &upstreams,
+                metrics.as_ref(),
+                side,
+                tracer.as_ref(),
+            )
+        })
         .collect();
     let queues: Vec<_> = built.iter().filter_map(|b| b.queue.clone()).collect();
     let app = canary::steer(&sides, built.into_iter().map(|b| b.app).collect());

@@ -115,6 +115,7 @@ where
     // Extensions stay behind: axum's (matched path, URL parameters) are not the provider's
     // business, and an empty map costs nothing to copy for each retry. The request's deadline
     // reaches the client stack through the scope `DeadlineLayer` runs this handler in.
+    crate::traces::note_deadline(&parts.extensions);
     parts.extensions = http::Extensions::new();
     let upstream_request = Request::from_parts(parts, body);
 

@@ -1,8 +1,9 @@
 //! The layer stacks, each layer present only when its feature flag is on.
 //!
 //! ```text
-//! incoming: metrics -> router -> deadline -> bounded queue -> proxy (on /v1/ only)
-//! upstream: metrics (client) -> classified retry -> deadline propagation -> hyper-util client
+//! incoming: server span -> metrics -> router -> deadline -> bounded queue -> proxy (/v1/ only)
+//! upstream: metrics (client) -> classified retry -> client span (per attempt) -> faults
+//!           -> deadline propagation -> hyper-util client
 //! ```
 //!
 //! Off means the layer is absent, not configured to do nothing: optional HTTP layers go through
@@ -28,6 +29,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use opentelemetry::metrics::{Meter, MeterProvider as _};
 use opentelemetry::{InstrumentationScope, KeyValue};
+use opentelemetry_sdk::trace::SdkTracer;
 use tower::util::MapRequestLayer;
 use tower::{BoxError, Service, ServiceBuilder};
 use tower_bounded_queue::{BoundedQueueLayer, QueueHandle, QueueStatus, X_OVERLOAD_STATUS};
@@ -42,6 +44,7 @@ use crate::dispatch::{ProxyFirst, is_proxied};
 use crate::fault::FaultLayer;
 use crate::proxy::{self, Gateway, Provider};
 use crate::routing;
+use crate::traces::{ClientSpanLayer, ServerSpanLayer};
 
 /// What the client sends: the retry layer's replayable body when retries are on, else the
 /// caller's body as it came. Either way nothing is boxed again on its way out.
@@ -118,6 +121,7 @@ pub fn upstream_service(
     client: SharedClient,
     settings: &Settings,
     meter: Option<&Meter>,
+    tracer: Option<&SdkTracer>,
 ) -> impl Service<
     Request<Body>,
     Response = Response<
@@ -171,6 +175,7 @@ pub fn upstream_service(
         .map_request(move |request| target.apply(request))
         .layer(optional(metrics))
         .layer(retry)
+        .layer(ClientSpanLayer::new(tracer.cloned()))
         .layer(optional(faults))
         .option_layer(propagate)
         .map_err(Into::<BoxError>::into)
@@ -240,6 +245,8 @@ const PROXY_ROUTE: &str = "/v1/{*path}";
 const HEALTHZ: &str = "/healthz";
 const READYZ: &str = "/readyz";
 const METRICS: &str = "/metrics";
+/// The paths the gateway answers itself.
+pub const KNOWN_ROUTES: [&str; 3] = [HEALTHZ, READYZ, METRICS];
 
 /// `http.route` of the server metrics. They wrap the whole router (counting 404s too), where
 /// axum's `MatchedPath` is not yet set, so the templates are named here; unknown paths get
@@ -268,6 +275,7 @@ pub fn build(
     upstreams: &[Upstream],
     metrics: Option<&PrometheusMetrics>,
     side: &Side,
+    tracer: Option<&SdkTracer>,
 ) -> Built<
     impl Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send + 'static>
     + Clone
@@ -293,7 +301,7 @@ pub fn build(
         .iter()
         .map(|u| Provider {
             name: u.name.clone(),
-            service: upstream_service(u, client.clone(), settings, meter.as_ref()),
+            service: upstream_service(u, client.clone(), settings, meter.as_ref(), tracer),
         })
         .collect();
     let names: Vec<String> = providers.iter().map(|p| p.name.clone()).collect();
@@ -349,6 +357,7 @@ pub fn build(
             )
     });
     let app = ServiceBuilder::new()
+        .layer(ServerSpanLayer::new(tracer.cloned(), side.mode.as_str()))
         .map_response(|response: Response<Either<_, Body>>| {
             response.map(|body| match body {
                 Either::Left(metered) => Body::new(metered),

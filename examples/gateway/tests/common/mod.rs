@@ -46,7 +46,11 @@ pub const ALL_OFF: &[(&str, &str)] = &[
 pub fn gateway_command() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_gateway"));
     for (key, _) in std::env::vars() {
-        if key.starts_with("GATEWAY_") || key.starts_with("CP2_") || key.starts_with("METRICS_") {
+        if key.starts_with("GATEWAY_")
+            || key.starts_with("CP2_")
+            || key.starts_with("METRICS_")
+            || key.starts_with("OTEL_")
+        {
             command.env_remove(key);
         }
     }

@@ -16,6 +16,7 @@ mod proxy;
 mod queue;
 mod retry;
 mod shutdown;
+mod traces;
 
 // `cargo xtask cardinality`, compiled here from xtask's sources so the check runs against the
 // real gateway (`cardinality.rs`).
