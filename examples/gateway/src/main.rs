@@ -83,7 +83,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let traces = match traces::Traces::from_env(runtime.handle().clone()) {
+    let traces = match traces::Traces::from_env(runtime.handle().clone(), "gateway") {
         Ok(traces) => traces,
         Err(error) => {
             eprintln!("gateway: {error}");

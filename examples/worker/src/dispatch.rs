@@ -9,6 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::{Client, HeaderMap, Message, Subject};
+use opentelemetry::Context;
+use opentelemetry::context::FutureExt as _;
+use opentelemetry_sdk::trace::SdkTracer;
 use tokio_util::task::TaskTracker;
 use tower::{BoxError, Service, ServiceExt};
 use tower_bounded_queue::Overloaded;
@@ -17,6 +20,7 @@ use tower_deadline::{Deadline, DeadlineExceeded, wire};
 use crate::config::Settings;
 use crate::job::{self, Job, Reply, Status};
 use crate::pools::PoolService;
+use crate::traces;
 
 /// Deadline headers, as the HTTP side reads them (the tightest wins).
 const GRPC_TIMEOUT: &str = "grpc-timeout";
@@ -31,6 +35,8 @@ pub struct Dispatcher {
     tasks: TaskTracker,
     received: AtomicU64,
     anonymous: AtomicU64,
+    /// Present when traces are exported (`traces`).
+    tracer: Option<SdkTracer>,
 }
 
 /// The job's deadline: the tightest header, capped by the worker's own limit. Malformed values
@@ -60,6 +66,7 @@ impl Dispatcher {
         pools: HashMap<String, PoolService>,
         client: Client,
         tasks: TaskTracker,
+        tracer: Option<SdkTracer>,
     ) -> Self {
         Self {
             pools,
@@ -69,6 +76,7 @@ impl Dispatcher {
             tasks,
             received: AtomicU64::new(0),
             anonymous: AtomicU64::new(0),
+            tracer,
         }
     }
 
@@ -118,19 +126,44 @@ impl Dispatcher {
                 return;
             }
         };
+        // The job's span, current while it runs: its `http_call` attempts are its children.
+        let span = self.tracer.as_ref().map(|tracer| {
+            traces::job_span(
+                tracer,
+                message.headers.as_ref(),
+                message.subject.as_str(),
+                &id,
+                &pool,
+            )
+        });
+        let _current = span.clone().map(Context::attach);
         // Admission sees the job's deadline (a waiter whose deadline passes leaves the queue).
         let future = match deadline {
             Some(deadline) => deadline.sync_scope(|| service.call(job)),
             None => service.call(job),
         };
         let client = self.client.clone();
-        self.tasks.spawn(async move {
+        let job = async move {
             let reply = match future.await {
                 Ok(reply) => reply,
                 Err(error) => refusal(id, pool, &error),
             };
             send(&client, reply_to, &reply).await;
-        });
+            reply.status
+        };
+        match span {
+            Some(cx) => {
+                self.tasks.spawn(async move {
+                    let status = job.with_context(cx.clone()).await;
+                    traces::end_job(&cx, status.as_str());
+                });
+            }
+            None => {
+                self.tasks.spawn(async move {
+                    job.await;
+                });
+            }
+        }
     }
 
     async fn send(&self, reply_to: Option<Subject>, reply: &Reply) {

@@ -11,6 +11,7 @@ mod http;
 mod job;
 mod pools;
 mod steps;
+mod traces;
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -70,7 +71,21 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(run(settings));
+    let traces = match traces::Traces::from_env(runtime.handle().clone(), "worker") {
+        Ok(traces) => traces,
+        Err(error) => {
+            eprintln!("worker: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async {
+        let result = run(settings, traces.as_ref().map(traces::Traces::tracer)).await;
+        if let Some(traces) = traces {
+            // The last export goes out through this runtime: wait for it off its threads.
+            let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
+        }
+        result
+    });
     // A file operation that timed out still occupies a blocking thread (a read of a FIFO with no
     // writer never returns): do not wait for it.
     runtime.shutdown_timeout(Duration::from_millis(100));
@@ -83,7 +98,10 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
+async fn run(
+    settings: Settings,
+    tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
+) -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&settings.fs_root).map_err(|e| {
         format!(
             "cannot create the FS root {}: {e}",
@@ -101,7 +119,7 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         opentelemetry::global::set_meter_provider(metrics.meter_provider().clone());
     }
     let meter = metrics.as_ref().map(|m| m.meter("worker"));
-    let pools = pools::build(&settings, meter.as_ref());
+    let pools = pools::build(&settings, meter.as_ref(), tracer.as_ref());
     let tasks = TaskTracker::new();
     // Read at each scrape; kept alive as long as the worker runs.
     let _active = meter.as_ref().map(|meter| {
@@ -139,7 +157,13 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         pools = ?settings.pools,
         "worker ready"
     );
-    let mut dispatcher = Dispatcher::new(&settings, pools.services, client.clone(), tasks.clone());
+    let mut dispatcher = Dispatcher::new(
+        &settings,
+        pools.services,
+        client.clone(),
+        tasks.clone(),
+        tracer,
+    );
 
     // Scripts and tests wait for this line.
     let mut stdout = std::io::stdout().lock();

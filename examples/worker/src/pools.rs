@@ -15,6 +15,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use opentelemetry::metrics::Meter;
+use opentelemetry_sdk::trace::SdkTracer;
 use tower::util::Either;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 use tower_bounded_queue::{BoundedQueue, BoundedQueueLayer, Overloaded, QueueHandle};
@@ -115,7 +116,7 @@ pub fn job_outcome(result: Result<&Reply, &BoxError>) -> &'static str {
     }
 }
 
-pub fn build(settings: &Settings, meter: Option<&Meter>) -> Pools {
+pub fn build(settings: &Settings, meter: Option<&Meter>, tracer: Option<&SdkTracer>) -> Pools {
     let flags = settings.flags;
     // One guard for jobs and steps: the same tenants become labels in both.
     let tenants = LabelGuard::allowlist(settings.tenant_allowlist.iter().cloned());
@@ -138,7 +139,7 @@ pub fn build(settings: &Settings, meter: Option<&Meter>) -> Pools {
                 Err(e) => e.outcome(),
             })
     });
-    let http = http_service(settings, meter);
+    let http = http_service(settings, meter, tracer);
     let runner = JobRunner {
         steps: ServiceBuilder::new()
             .option_layer(step_metrics)

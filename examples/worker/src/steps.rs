@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! step: metrics (worker.step.duration) -> runner (deadline scope + enforce) -> http | fs | sleep
-//! http_call: classified retry -> deadline propagation -> hyper-util client (connect budget)
+//! http_call: classified retry -> client span (per attempt, traces on) -> deadline propagation
+//!            -> hyper-util client (connect budget)
 //! ```
 
 use std::future::Future;
@@ -20,6 +21,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use opentelemetry::metrics::Meter;
+use opentelemetry_sdk::trace::SdkTracer;
 use tower::util::{BoxCloneSyncService, MapRequestLayer};
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 use tower_deadline::{
@@ -29,6 +31,7 @@ use tower_retry_classified::{Attempts, Backoff, ReplayBody, RetryLayer};
 
 use crate::config::Settings;
 use crate::job::Step;
+use crate::traces::ClientSpanLayer;
 
 /// What the client sends: the retry layer's replayable body when retries are on, else the
 /// step's body as it is.
@@ -42,7 +45,11 @@ pub type HttpService =
 const MAX_RESPONSE_BYTES: usize = 1 << 20;
 
 /// Builds the `http_call` client stack with the layers that are on.
-pub fn http_service(settings: &Settings, meter: Option<&Meter>) -> HttpService {
+pub fn http_service(
+    settings: &Settings,
+    meter: Option<&Meter>,
+    tracer: Option<&SdkTracer>,
+) -> HttpService {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     let client = Client::builder(TokioExecutor::new())
@@ -71,6 +78,7 @@ pub fn http_service(settings: &Settings, meter: Option<&Meter>) -> HttpService {
     });
     let stack = ServiceBuilder::new()
         .layer(retry)
+        .layer(ClientSpanLayer::new(tracer.cloned()))
         .option_layer(propagate)
         .map_err(Into::<BoxError>::into)
         .service(client);

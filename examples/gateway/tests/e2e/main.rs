@@ -5,6 +5,8 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+#[path = "../common/otlp.rs"]
+mod otlp;
 
 mod canary;
 mod cardinality;

@@ -2,24 +2,15 @@
 //! with `opentelemetry-proto`); W3C trace context in from the caller and out to the provider;
 //! JSON log lines that carry the trace id.
 
-use std::collections::BTreeMap;
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use http::{Request, StatusCode};
+use http_body_util::Full;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
-use prost::Message as _;
-use tokio::net::TcpListener;
 
 use crate::common::*;
+use crate::otlp::{Receiver, attributes, hex};
 
 /// The caller's trace: its id and the id of its span, the gateway's server span's parent.
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -27,85 +18,6 @@ const CALLER_SPAN: &str = "00f067aa0ba902b7";
 
 fn traceparent() -> String {
     format!("00-{TRACE_ID}-{CALLER_SPAN}-01")
-}
-
-/// An OTLP/HTTP trace receiver: `POST /v1/traces` with a protobuf body, every span kept.
-struct Receiver {
-    addr: SocketAddr,
-    spans: Arc<Mutex<Vec<Span>>>,
-}
-
-impl Receiver {
-    async fn start() -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let spans = Arc::new(Mutex::new(Vec::new()));
-        let kept = Arc::clone(&spans);
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let kept = Arc::clone(&kept);
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(
-                        move |request: Request<hyper::body::Incoming>| {
-                            let kept = Arc::clone(&kept);
-                            async move {
-                                let path = request.uri().path().to_owned();
-                                let body = request.into_body().collect().await.unwrap().to_bytes();
-                                let status = if path != "/v1/traces" {
-                                    StatusCode::NOT_FOUND
-                                } else if let Ok(export) = ExportTraceServiceRequest::decode(body) {
-                                    let mut kept = kept.lock().unwrap();
-                                    for resource in export.resource_spans {
-                                        for scope in resource.scope_spans {
-                                            kept.extend(scope.spans);
-                                        }
-                                    }
-                                    StatusCode::OK
-                                } else {
-                                    StatusCode::BAD_REQUEST
-                                };
-                                let mut response = Response::new(Full::new(Bytes::new()));
-                                *response.status_mut() = status;
-                                Ok::<_, Infallible>(response)
-                            }
-                        },
-                    );
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Receiver { addr, spans }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn spans(&self) -> Vec<Span> {
-        self.spans.lock().unwrap().clone()
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn attributes(span: &Span) -> BTreeMap<String, String> {
-    span.attributes
-        .iter()
-        .map(|kv| {
-            let value = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-                Some(Value::StringValue(s)) => s.clone(),
-                Some(Value::IntValue(i)) => i.to_string(),
-                Some(Value::BoolValue(b)) => b.to_string(),
-                Some(Value::DoubleValue(d)) => d.to_string(),
-                other => format!("{other:?}"),
-            };
-            (kv.key.clone(), value)
-        })
-        .collect()
 }
 
 /// Settings that export quickly: the batch goes out 50 ms after a span ends.

@@ -104,7 +104,10 @@ impl Worker {
         let log = dir.join("worker.log");
         let mut command = Command::new(env!("CARGO_BIN_EXE_worker"));
         for (key, _) in std::env::vars() {
-            if key.starts_with("WORKER_") || key.starts_with("CP2_") || key.starts_with("METRICS_")
+            if key.starts_with("WORKER_")
+                || key.starts_with("CP2_")
+                || key.starts_with("METRICS_")
+                || key.starts_with("OTEL_")
             {
                 command.env_remove(key);
             }
@@ -296,6 +299,8 @@ pub fn status(reply: &Value) -> &str {
 pub struct Provider {
     pub url: String,
     pub hits: Arc<AtomicUsize>,
+    /// Each request's head (request line and headers) as received.
+    pub heads: Arc<std::sync::Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -305,6 +310,8 @@ impl Provider {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let hits = Arc::new(AtomicUsize::new(0));
         let counter = hits.clone();
+        let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = heads.clone();
         let task = tokio::spawn(async move {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
             loop {
@@ -312,6 +319,7 @@ impl Provider {
                     continue;
                 };
                 let counter = counter.clone();
+                let kept = kept.clone();
                 tokio::spawn(async move {
                     let mut buffer = Vec::new();
                     let mut chunk = [0u8; 4096];
@@ -326,6 +334,9 @@ impl Provider {
                         }
                     }
                     counter.fetch_add(1, Ordering::SeqCst);
+                    kept.lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&buffer).into_owned());
                     let answer = format!(
                         "HTTP/1.1 {status} X\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
                     );
@@ -334,7 +345,12 @@ impl Provider {
                 });
             }
         });
-        Provider { url, hits, task }
+        Provider {
+            url,
+            hits,
+            heads,
+            task,
+        }
     }
 
     pub fn hits(&self) -> usize {
