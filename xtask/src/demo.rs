@@ -27,10 +27,12 @@ const TIGHT_DEADLINE_MS: u64 = 300;
 /// The route every proxied request is recorded under.
 const ROUTE: &str = "http_route=\"/v1/{*path}\"";
 
-struct Options {
-    duration: Duration,
-    wait: bool,
-    release: bool,
+pub(crate) struct Options {
+    pub(crate) duration: Duration,
+    pub(crate) wait: bool,
+    pub(crate) release: bool,
+    /// `--worker`: the Worker example over NATS instead of the gateway (`worker_demo`).
+    worker: bool,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -38,6 +40,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         duration: Duration::from_secs(20),
         wait: true,
         release: false,
+        worker: false,
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -53,9 +56,11 @@ fn parse(args: &[String]) -> Result<Options, String> {
             }
             "--no-wait" => options.wait = false,
             "--release" => options.release = true,
+            "--worker" => options.worker = true,
             other => {
                 return Err(format!(
-                    "demo: unknown argument `{other}` (use --duration SECS, --no-wait, --release)"
+                    "demo: unknown argument `{other}` (use --worker, --duration SECS, --no-wait, \
+                     --release)"
                 ));
             }
         }
@@ -63,10 +68,10 @@ fn parse(args: &[String]) -> Result<Options, String> {
     Ok(options)
 }
 
-/// Kills the gateway by PID when the demo ends or fails.
-struct GatewayProcess(Child);
+/// Kills a child (the gateway, the worker, nats-server) by PID when the demo ends or fails.
+pub(crate) struct ChildProcess(pub(crate) Child);
 
-impl Drop for GatewayProcess {
+impl Drop for ChildProcess {
     fn drop(&mut self) {
         if self.0.try_wait().ok().flatten().is_none() {
             let _ = self.0.kill();
@@ -81,6 +86,9 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         .parent()
         .map(PathBuf::from)
         .ok_or("xtask has no parent directory")?;
+    if options.worker {
+        return crate::worker_demo::run(&options, &root);
+    }
     let cargo = crate::cargo();
     let mut build = vec!["build", "--quiet", "-p", "gateway"];
     if options.release {
@@ -94,7 +102,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         .join(if options.release { "release" } else { "debug" })
         .join(format!("gateway{}", std::env::consts::EXE_SUFFIX));
 
-    let mut gateway = GatewayProcess(
+    let mut gateway = ChildProcess(
         Command::new(&binary)
             .envs([
                 ("GATEWAY_LISTEN", "127.0.0.1:0"),
@@ -117,7 +125,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", binary.display()))?,
     );
-    let addr = listening_addr(&mut gateway.0)?;
+    let addr = listening_addr(&mut gateway.0, "gateway")?;
     println!(
         "gateway on http://{addr} (all four layers on; demo provider: 20% 503s, 5% slow; \
          16 running + 32 queued at most)"
@@ -158,7 +166,8 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-fn listening_addr(child: &mut Child) -> Result<SocketAddr, String> {
+/// The address in the `listening on http://ADDR` line `child` (`what`) prints when ready.
+pub(crate) fn listening_addr(child: &mut Child, what: &str) -> Result<SocketAddr, String> {
     let stdout = child.stdout.take().ok_or("no stdout")?;
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -171,7 +180,7 @@ fn listening_addr(child: &mut Child) -> Result<SocketAddr, String> {
     });
     let addr = rx
         .recv_timeout(Duration::from_secs(30))
-        .map_err(|_| "the gateway did not print its address within 30 s".to_string())?;
+        .map_err(|_| format!("the {what} did not print its address within 30 s"))?;
     addr.parse()
         .map_err(|_| format!("unexpected address `{addr}`"))
 }

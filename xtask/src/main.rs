@@ -13,8 +13,10 @@ mod circles;
 mod demo;
 mod exposition;
 mod http1;
+mod nats_client;
 mod rust_paths;
 mod soak;
+mod worker_demo;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -46,6 +48,7 @@ fn print_help() {
         "cargo xtask <command>\n\n\
          ci        import circles, fmt, clippy, tests (doctests included), docs and packaging; stops at the first failure\n\
          demo      the example gateway under load, summarised from its /metrics (--duration SECS, --no-wait, --release)\n\
+         demo --worker  the Worker example fed jobs over a nats-server it starts, summarised the same way\n\
          bench     whole-system benchmark + criterion; --quick for CI's smoke run\n\
          soak      10x overload for --secs N (default 300): memory, fds and tasks must stay flat\n\
          cardinality URL [--max-series N] [--max-values-per-label N]: series per metric and values per label\n\
