@@ -7,14 +7,15 @@
 //! histogram. Dependency-free on purpose: std's `TcpStream` is all the client a demo needs.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::demo_setup::{ChildProcess, Options, listening_addr};
 use crate::exposition::{Sample, parse_metrics};
 use crate::http1::{Connection, http_get};
 
@@ -27,68 +28,11 @@ const TIGHT_DEADLINE_MS: u64 = 300;
 /// The route every proxied request is recorded under.
 const ROUTE: &str = "http_route=\"/v1/{*path}\"";
 
-pub(crate) struct Options {
-    pub(crate) duration: Duration,
-    pub(crate) wait: bool,
-    pub(crate) release: bool,
-    /// `--worker`: the Worker example over NATS instead of the gateway (`worker_demo`).
-    worker: bool,
-}
-
-fn parse(args: &[String]) -> Result<Options, String> {
-    let mut options = Options {
-        duration: Duration::from_secs(20),
-        wait: true,
-        release: false,
-        worker: false,
-    };
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--duration" => {
-                let value = args.next().ok_or("--duration needs a number of seconds")?;
-                let secs: u64 = value
-                    .parse()
-                    .ok()
-                    .filter(|s| (1..=3600).contains(s))
-                    .ok_or_else(|| format!("--duration: `{value}` is not 1 to 3600 seconds"))?;
-                options.duration = Duration::from_secs(secs);
-            }
-            "--no-wait" => options.wait = false,
-            "--release" => options.release = true,
-            "--worker" => options.worker = true,
-            other => {
-                return Err(format!(
-                    "demo: unknown argument `{other}` (use --worker, --duration SECS, --no-wait, \
-                     --release)"
-                ));
-            }
-        }
-    }
-    Ok(options)
-}
-
-/// Kills a child (the gateway, the worker, nats-server) by PID when the demo ends or fails.
-pub(crate) struct ChildProcess(pub(crate) Child);
-
-impl Drop for ChildProcess {
-    fn drop(&mut self) {
-        if self.0.try_wait().ok().flatten().is_none() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-pub(crate) fn run(args: &[String]) -> Result<(), String> {
-    let options = parse(args)?;
+pub(crate) fn run(options: &Options) -> Result<(), String> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(PathBuf::from)
         .ok_or("xtask has no parent directory")?;
-    if options.worker {
-        return crate::worker_demo::run(&options, &root);
-    }
     let cargo = crate::cargo();
     let mut build = vec!["build", "--quiet", "-p", "gateway"];
     if options.release {
@@ -164,25 +108,6 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         let _ = gateway.0.wait();
     }
     Ok(())
-}
-
-/// The address in the `listening on http://ADDR` line `child` (`what`) prints when ready.
-pub(crate) fn listening_addr(child: &mut Child, what: &str) -> Result<SocketAddr, String> {
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        while let Some(Ok(line)) = lines.next() {
-            if let Some(addr) = line.strip_prefix("listening on http://") {
-                let _ = tx.send(addr.to_string());
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .map_err(|_| format!("the {what} did not print its address within 30 s"))?;
-    addr.parse()
-        .map_err(|_| format!("unexpected address `{addr}`"))
 }
 
 #[derive(Default)]

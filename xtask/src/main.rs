@@ -11,6 +11,7 @@ mod cardinality;
 mod ci;
 mod circles;
 mod demo;
+mod demo_setup;
 mod exposition;
 mod http1;
 mod nats_client;
@@ -23,7 +24,16 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci::run(&args[1..]),
         Some("package") => ci::package(),
-        Some("demo") => demo::run(&args[1..]),
+        Some("demo") => demo_setup::parse(&args[1..]).and_then(|options| {
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .ok_or("xtask has no parent directory")?;
+            if options.worker {
+                worker_demo::run(&options, root)
+            } else {
+                demo::run(&options)
+            }
+        }),
         Some("bench") => bench::run(&args[1..]),
         Some("soak") => soak::run(&args[1..]),
         Some("cardinality") => cardinality::run(&args[1..]),

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::demo::{ChildProcess, Options, listening_addr};
+use crate::demo_setup::{ChildProcess, Options, listening_addr};
 use crate::exposition::parse_metrics;
 use crate::http1::http_get;
 use crate::nats_client::NatsClient;
