@@ -187,7 +187,9 @@ async fn run(
     // every job this worker received gets an answer.
     tracing::info!("signal received: unsubscribing, finishing started jobs");
     let limit = settings.timeout + Duration::from_secs(1);
-    if jobs.drain().await.is_ok() {
+    // Each step that talks to nats-server is bounded: with the server gone, async-nats keeps
+    // reconnecting and an unbounded wait would never let the worker exit.
+    if let Ok(Ok(())) = tokio::time::timeout(limit, jobs.drain()).await {
         let delivered = async {
             while let Some(message) = jobs.next().await {
                 dispatcher.dispatch(message).await;
@@ -205,12 +207,20 @@ async fn run(
         );
     }
     // The replies are queued in the client: send them before exiting.
-    client.flush().await?;
-    tracing::info!(
-        received = dispatcher.received(),
-        "stopped: every received job was answered"
-    );
-    Ok(())
+    match tokio::time::timeout(limit, client.flush()).await {
+        Ok(Ok(())) => {
+            tracing::info!(
+                received = dispatcher.received(),
+                "stopped: every received job was answered"
+            );
+            Ok(())
+        }
+        Ok(Err(error)) => Err(format!("replies not sent before exiting: {error}").into()),
+        Err(_) => Err(format!(
+            "replies not sent before exiting: nats-server did not take them within {limit:?}"
+        )
+        .into()),
+    }
 }
 
 async fn wait_for_signal() {

@@ -505,3 +505,27 @@ fn invalid_settings_exit_2_naming_the_setting() {
         assert!(stderr.contains(key), "{stderr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_nats_server_gone_still_exits_within_the_drain_limit() {
+    let mut nats = NatsServer::start();
+    let env: Vec<(&str, &str)> = ALL_ON
+        .into_iter()
+        .chain([("WORKER_TIMEOUT_MS", "1000")])
+        .collect();
+    let mut worker = Worker::start(&nats, &env);
+    nats.kill();
+    // Drain is bounded by the deadline cap + 1 s per step that needs the server (unsubscribe,
+    // final flush): well under 10 s. Unbounded, async-nats would keep reconnecting forever.
+    let status = tokio::task::spawn_blocking(move || {
+        let status = worker.terminate(Duration::from_secs(10));
+        (status, worker.log_text())
+    });
+    let (status, log) = status.await.unwrap();
+    // Replies that could not be flushed are an error, said as such: never a silent success.
+    assert_eq!(status.code(), Some(1), "log:\n{log}");
+    assert!(
+        log.contains("replies not sent before exiting"),
+        "log:\n{log}"
+    );
+}

@@ -58,6 +58,14 @@ impl NatsServer {
     }
 }
 
+impl NatsServer {
+    /// Kills the server (SIGKILL), as a crash or a lost network would take it away.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for NatsServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
