@@ -100,6 +100,9 @@ impl Reason {
     pub const REFUSED_STREAM: Reason = Reason::not_processed("refused_stream");
     /// The caller's deadline passed; retrying cannot help.
     pub const DEADLINE_EXCEEDED: Reason = Reason::new("deadline_exceeded");
+    /// A circuit breaker refused the call ([`CircuitOpen`](crate::CircuitOpen)): retrying the
+    /// same dependency now only adds load it is being spared.
+    pub const CIRCUIT_OPEN: Reason = Reason::new("circuit_open");
     /// An attempt ran longer than the per-attempt timeout.
     pub const ATTEMPT_TIMEOUT: Reason = Reason::new("attempt_timeout");
     /// An error the built-in classifier does not recognise.
@@ -425,6 +428,9 @@ fn classify_error(error: &(dyn StdError + 'static)) -> Classification {
         }
         if err.is::<crate::AttemptTimeout>() {
             found.get_or_insert(Reason::ATTEMPT_TIMEOUT);
+        }
+        if err.is::<crate::CircuitOpen>() {
+            return Classification::permanent(Reason::CIRCUIT_OPEN);
         }
         #[cfg(feature = "hyper-util")]
         if let Some(e) = err.downcast_ref::<hyper_util::client::legacy::Error>() {

@@ -89,3 +89,35 @@ impl fmt::Display for ReplayError {
 }
 
 impl std::error::Error for ReplayError {}
+
+/// The circuit breaker is open: the call was not sent, so that a failing dependency gets time to
+/// recover instead of more load. Not worth retrying against the same dependency (the retry
+/// layer classifies it as permanent, [`Reason::CIRCUIT_OPEN`](crate::Reason::CIRCUIT_OPEN));
+/// [`retry_after`](Self::retry_after) says when the breaker will let a probe through.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CircuitOpen {
+    retry_after: Duration,
+}
+
+impl CircuitOpen {
+    pub(crate) fn new(retry_after: Duration) -> Self {
+        Self { retry_after }
+    }
+
+    /// How long until the breaker lets a probe through (zero while probes are in flight).
+    pub fn retry_after(&self) -> Duration {
+        self.retry_after
+    }
+}
+
+impl fmt::Display for CircuitOpen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "circuit open: not sent, next probe in {} ms",
+            self.retry_after.as_millis()
+        )
+    }
+}
+
+impl std::error::Error for CircuitOpen {}

@@ -87,6 +87,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backoff;
+mod breaker;
 mod budget;
 mod classify;
 mod config;
@@ -101,10 +102,14 @@ mod service;
 mod trace;
 
 pub use backoff::{Backoff, Jitter};
+pub use breaker::{
+    BreakerFuture, CircuitBreaker, CircuitBreakerLayer, CircuitHandle, CircuitState, ErrorMode,
+    HttpMode,
+};
 pub use budget::RetryBudget;
 pub use classify::{Classification, Classify, HttpClassifier, Reason, Refine, X_OVERLOADED};
 pub use config::{DEFAULT_MAX_HINT, DEFAULT_MAX_RETRIES, DEFAULT_MAX_TOTAL, DEFAULT_REPLAY_CAP};
-pub use error::{AttemptTimeout, ConfigError, ReplayError};
+pub use error::{AttemptTimeout, CircuitOpen, ConfigError, ReplayError};
 pub use future::ResponseFuture;
 pub use kind::{Facts, Generic, Http, HttpAs, RequestKind, ResponseKind};
 pub use layer::{MAX_RETRIES_LIMIT, RetryLayer};

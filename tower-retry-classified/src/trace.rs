@@ -72,6 +72,26 @@ mod enabled {
         }
     }
 
+    /// Breaker `name` refused a call; a probe may go through in `retry_after`.
+    pub(crate) fn circuit_refused(name: &str, retry_after: Duration) {
+        tracing::debug!(
+            target: TARGET,
+            circuit = name,
+            retry_after_ms = retry_after.as_millis() as u64,
+            "circuit open: call refused"
+        );
+    }
+
+    /// Breaker `name` changed state. Opening is a dependency failing: `warn`; the rest `info`
+    /// (rare, never per request).
+    pub(crate) fn circuit_changed(name: &str, from: &'static str, to: &'static str) {
+        if to == "open" {
+            tracing::warn!(target: TARGET, circuit = name, from, to, "circuit opened");
+        } else {
+            tracing::info!(target: TARGET, circuit = name, from, to, "circuit state changed");
+        }
+    }
+
     static GIVE_UPS: Summary = Summary::new();
 
     /// Counts events and says when a summary of them is due: on the first event, then on the
@@ -134,10 +154,16 @@ mod enabled {
 }
 
 #[cfg(feature = "tracing")]
-pub(crate) use enabled::{not_retried, scheduled};
+pub(crate) use enabled::{circuit_changed, circuit_refused, not_retried, scheduled};
 
 #[cfg(not(feature = "tracing"))]
 pub(crate) fn scheduled(_: u32, _: Reason, _: Duration, _: bool, _: Option<&RetryBudget>) {}
 
 #[cfg(not(feature = "tracing"))]
 pub(crate) fn not_retried(_: u32, _: Reason, _: SkipReason) {}
+
+#[cfg(not(feature = "tracing"))]
+pub(crate) fn circuit_refused(_: &str, _: Duration) {}
+
+#[cfg(not(feature = "tracing"))]
+pub(crate) fn circuit_changed(_: &str, _: &'static str, _: &'static str) {}

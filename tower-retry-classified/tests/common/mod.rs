@@ -228,6 +228,25 @@ impl TestMeter {
         total
     }
 
+    /// Last value of u64 gauge `name` (0 if absent).
+    pub fn gauge(&self, name: &str) -> u64 {
+        self.provider.force_flush().unwrap();
+        let metrics = self.exporter.get_finished_metrics().unwrap();
+        let Some(last) = metrics.last() else { return 0 };
+        for scope in last.scope_metrics() {
+            for metric in scope.metrics() {
+                if metric.name() == name {
+                    if let AggregatedMetrics::U64(MetricData::Gauge(g)) = metric.data() {
+                        if let Some(point) = g.data_points().next() {
+                            return point.value();
+                        }
+                    }
+                }
+            }
+        }
+        0
+    }
+
     /// Number of recordings of histogram `name`.
     pub fn histogram_count(&self, name: &str) -> u64 {
         self.provider.force_flush().unwrap();
