@@ -171,6 +171,15 @@ pub struct Args {
     )]
     pub cp2_observability_metrics_enabled: String,
 
+    /// A circuit breaker per provider (`tower-retry-classified`); true or false.
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        env = "CP2_CIRCUIT_BREAKER_ENABLED",
+        default_value = "false"
+    )]
+    pub cp2_circuit_breaker_enabled: String,
+
     /// Inject a status on a share of provider calls: `STATUS@PERCENT`, e.g. `503@10`.
     #[arg(long, allow_hyphen_values = true, env = "GATEWAY_FAULT_ABORT")]
     pub fault_abort: Option<String>,
@@ -295,6 +304,8 @@ pub struct Settings {
     pub tenant_allowlist: Vec<String>,
     /// Injected faults on provider calls (none by default).
     pub faults: Faults,
+    /// A circuit breaker per provider; failover routing skips the open ones.
+    pub circuit_breaker: bool,
 }
 
 /// A setting with a value the gateway refuses to start with.
@@ -411,7 +422,7 @@ fn parse_share<'a>(
 /// Every setting a user can give, by command-line flag and by the name its errors report: what
 /// the property test below and the fuzz target (`fuzz/fuzz_targets/settings.rs`) feed text to.
 #[cfg_attr(not(test), allow(dead_code))]
-pub const EVERY_SETTING: [(&str, &str); 18] = [
+pub const EVERY_SETTING: [(&str, &str); 19] = [
     ("--listen", "GATEWAY_LISTEN"),
     ("--log-format", "GATEWAY_LOG_FORMAT"),
     ("--workers", "GATEWAY_WORKERS"),
@@ -426,6 +437,10 @@ pub const EVERY_SETTING: [(&str, &str); 18] = [
     ("--demo-latency-ms", "GATEWAY_DEMO_LATENCY_MS"),
     ("--demo-failure-rate", "GATEWAY_DEMO_FAILURE_RATE"),
     ("--cp2-advanced-retry-enabled", "CP2_ADVANCED_RETRY_ENABLED"),
+    (
+        "--cp2-circuit-breaker-enabled",
+        "CP2_CIRCUIT_BREAKER_ENABLED",
+    ),
     ("--fault-abort", "GATEWAY_FAULT_ABORT"),
     ("--fault-delay", "GATEWAY_FAULT_DELAY"),
     ("--fault-reset", "GATEWAY_FAULT_RESET"),
@@ -617,6 +632,10 @@ impl Settings {
             flags,
             rollout,
             faults,
+            circuit_breaker: parse_flag(
+                "CP2_CIRCUIT_BREAKER_ENABLED",
+                &args.cp2_circuit_breaker_enabled,
+            )?,
             tenant_allowlist: args
                 .metrics_tenant_label_allowlist
                 .split(',')

@@ -10,6 +10,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{StatusCode, Uri, Version};
 use tower::{BoxError, Service, ServiceExt};
 use tower_deadline::DeadlineExceeded;
+use tower_retry_classified::CircuitOpen;
 
 use crate::routing;
 
@@ -127,13 +128,42 @@ where
             response.map(Body::new)
         }
         Err(error) => {
-            // A caller's deadline running out says nothing about the provider's health.
-            if find::<DeadlineExceeded>(&error).is_none() {
+            // A caller's deadline running out says nothing about the provider's health; an
+            // open breaker already knows it.
+            if find::<DeadlineExceeded>(&error).is_none() && find::<CircuitOpen>(&error).is_none() {
                 gateway.router.outcome(index, false);
             }
             error_response(&provider.name, &error, grpc)
         }
     }
+}
+
+/// 503 (gRPC 14) with `Retry-After` (the breaker's time left, rounded up to whole seconds):
+/// the provider's breaker is open and the call was not sent.
+fn circuit_open_response(provider: &str, open: &CircuitOpen, grpc: bool) -> Response {
+    let wait = open.retry_after();
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let mut response = if grpc {
+        let mut response = Response::new(Body::empty());
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert("grpc-status", HeaderValue::from_static("14"));
+        headers.insert("grpc-message", HeaderValue::from_static("circuit open"));
+        response
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("upstream {provider}: circuit open, not sent\n"),
+        )
+            .into_response()
+    };
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
 }
 
 /// The first error of type `E` in `error`'s `source()` chain.
@@ -153,6 +183,9 @@ fn find<E: std::error::Error + 'static>(error: &BoxError) -> Option<&E> {
 fn error_response(provider: &str, error: &BoxError, grpc: bool) -> Response {
     if let Some(late) = tower_deadline::error_response::<Body>(&**error, grpc) {
         return late.map(Body::new);
+    }
+    if let Some(open) = find::<CircuitOpen>(error) {
+        return circuit_open_response(provider, open, grpc);
     }
     tracing::debug!(provider, %error, "upstream call failed");
     if !grpc {

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{BoundCounter, BoundHistogram, Counter, Histogram, Meter};
+use tower_retry_classified::CircuitHandle;
 
 use crate::config::Routing;
 
@@ -62,6 +63,8 @@ pub struct Router {
     mode: Routing,
     skip_for: Duration,
     health: Vec<Health>,
+    /// Each provider's circuit breaker, when breakers are on (may be empty).
+    circuits: Vec<Option<CircuitHandle>>,
     next: AtomicUsize,
     started: Instant,
     decisions: Counter<u64>,
@@ -74,7 +77,14 @@ pub struct Router {
 }
 
 impl Router {
-    pub fn new(mode: Routing, providers: &[String], meter: &Meter) -> Self {
+    /// `circuits`: each provider's breaker, when breakers are on; a provider whose breaker
+    /// refuses calls is skipped like one that keeps failing.
+    pub fn new(
+        mode: Routing,
+        providers: &[String],
+        circuits: Vec<Option<CircuitHandle>>,
+        meter: &Meter,
+    ) -> Self {
         let attributes = providers
             .iter()
             .flat_map(|name| {
@@ -92,6 +102,7 @@ impl Router {
             mode,
             skip_for: SKIP_FOR,
             health: providers.iter().map(|_| Health::default()).collect(),
+            circuits,
             next: AtomicUsize::new(0),
             started: Instant::now(),
             decisions: meter
@@ -123,7 +134,12 @@ impl Router {
 
     fn healthy(&self, index: usize, now_ms: u64) -> bool {
         let until = self.health[index].skip_until_ms.load(Ordering::Relaxed);
-        until == 0 || now_ms >= until
+        (until == 0 || now_ms >= until)
+            && !self
+                .circuits
+                .get(index)
+                .and_then(Option::as_ref)
+                .is_some_and(CircuitHandle::refuses)
     }
 
     /// Chooses a provider and records the decision.
@@ -200,7 +216,41 @@ mod tests {
 
     fn router(mode: Routing, n: usize) -> Router {
         let names: Vec<String> = (0..n).map(|i| format!("p{i}")).collect();
-        Router::new(mode, &names, &opentelemetry::global::meter("test"))
+        Router::new(
+            mode,
+            &names,
+            Vec::new(),
+            &opentelemetry::global::meter("test"),
+        )
+    }
+
+    #[tokio::test]
+    async fn failover_skips_a_provider_whose_breaker_is_open() {
+        use tower::{Service, ServiceExt};
+        let breaker = tower_retry_classified::CircuitBreakerLayer::new().min_volume(1);
+        let handle = breaker.handle();
+        let names: Vec<String> = vec!["primary".into(), "backup".into()];
+        let r = Router::new(
+            Routing::Failover,
+            &names,
+            vec![Some(handle.clone()), None],
+            &opentelemetry::global::meter("test"),
+        );
+        assert_eq!(r.pick(), (0, Reason::Primary));
+        // One 503 through the primary's breaker (volume 1, ratio 0.5): open.
+        let mut primary = tower::ServiceBuilder::new()
+            .layer(breaker)
+            .service(tower::service_fn(|_: ()| async {
+                Ok::<_, std::convert::Infallible>(
+                    http::Response::builder()
+                        .status(503)
+                        .body(String::new())
+                        .unwrap(),
+                )
+            }));
+        primary.ready().await.unwrap().call(()).await.unwrap();
+        assert!(handle.refuses());
+        assert_eq!(r.pick(), (1, Reason::Failover));
     }
 
     #[test]

@@ -36,7 +36,7 @@ use tower_bounded_queue::{BoundedQueueLayer, QueueHandle, QueueStatus, X_OVERLOA
 use tower_deadline::{ConnectDeadline, DeadlineLayer, PropagateDeadlineLayer, optional};
 use tower_metrics_layer::prometheus::PrometheusMetrics;
 use tower_metrics_layer::{LabelGuard, MetricsLayer, RequestHead};
-use tower_retry_classified::{Backoff, ReplayBody, RetryLayer};
+use tower_retry_classified::{Backoff, CircuitBreakerLayer, ReplayBody, RetryLayer};
 
 use crate::canary::{Mode, Side, TENANT};
 use crate::config::{Settings, Upstream};
@@ -122,6 +122,7 @@ pub fn upstream_service(
     settings: &Settings,
     meter: Option<&Meter>,
     tracer: Option<&SdkTracer>,
+    breaker: Option<CircuitBreakerLayer>,
 ) -> impl Service<
     Request<Body>,
     Response = Response<
@@ -175,6 +176,8 @@ pub fn upstream_service(
         .map_request(move |request| target.apply(request))
         .layer(optional(metrics))
         .layer(retry)
+        // Below the retry layer, so each attempt counts; a refusal is not retried.
+        .option_layer(breaker)
         .layer(ClientSpanLayer::new(tracer.cloned()))
         .layer(optional(faults))
         .option_layer(propagate)
@@ -297,11 +300,28 @@ pub fn build(
     let flags = settings.flags;
 
     let client = http_client(settings);
+    let breakers: Vec<Option<CircuitBreakerLayer>> = upstreams
+        .iter()
+        .map(|u| {
+            settings.circuit_breaker.then(|| {
+                let layer = CircuitBreakerLayer::new().name(u.name.clone());
+                match &meter {
+                    Some(meter) => layer.meter(meter),
+                    None => layer,
+                }
+            })
+        })
+        .collect();
+    let circuits = breakers
+        .iter()
+        .map(|b| b.as_ref().map(CircuitBreakerLayer::handle))
+        .collect();
     let providers: Vec<_> = upstreams
         .iter()
-        .map(|u| Provider {
+        .zip(breakers)
+        .map(|(u, breaker)| Provider {
             name: u.name.clone(),
-            service: upstream_service(u, client.clone(), settings, meter.as_ref(), tracer),
+            service: upstream_service(u, client.clone(), settings, meter.as_ref(), tracer, breaker),
         })
         .collect();
     let names: Vec<String> = providers.iter().map(|p| p.name.clone()).collect();
@@ -309,7 +329,7 @@ pub fn build(
         .clone()
         .unwrap_or_else(|| opentelemetry::global::meter("gateway"));
     let gateway = Arc::new(Gateway {
-        router: routing::Router::new(settings.routing, &names, &routing_meter),
+        router: routing::Router::new(settings.routing, &names, circuits, &routing_meter),
         providers,
     });
 

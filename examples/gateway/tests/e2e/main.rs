@@ -8,6 +8,7 @@ mod common;
 #[path = "../common/otlp.rs"]
 mod otlp;
 
+mod breaker;
 mod canary;
 mod cardinality;
 mod config;
