@@ -93,6 +93,7 @@ mod classify;
 mod config;
 mod error;
 mod future;
+mod hedge;
 mod hint;
 mod kind;
 mod layer;
@@ -111,6 +112,7 @@ pub use classify::{Classification, Classify, HttpClassifier, Reason, Refine, X_O
 pub use config::{DEFAULT_MAX_HINT, DEFAULT_MAX_RETRIES, DEFAULT_MAX_TOTAL, DEFAULT_REPLAY_CAP};
 pub use error::{AttemptTimeout, CircuitOpen, ConfigError, ReplayError};
 pub use future::ResponseFuture;
+pub use hedge::{DEFAULT_HEDGE_DELAY, Hedge, HedgeFuture, HedgeLayer};
 pub use kind::{Facts, Generic, Http, HttpAs, RequestKind, ResponseKind};
 pub use layer::{MAX_RETRIES_LIMIT, RetryLayer};
 pub use metrics::SkipReason;

@@ -29,16 +29,24 @@ use tower_retry_classified::ReplayBody;
 pub struct Reply {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
+    /// Time before the answer.
+    pub delay: std::time::Duration,
 }
 
 pub fn status(status: u16) -> Reply {
     Reply {
         status,
         headers: Vec::new(),
+        delay: std::time::Duration::ZERO,
     }
 }
 
 impl Reply {
+    pub fn after(mut self, delay: std::time::Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
     pub fn header(mut self, name: &'static str, value: &str) -> Self {
         self.headers.push((name, value.to_owned()));
         self
@@ -101,6 +109,7 @@ impl Upstream {
                             seen.len() - 1
                         };
                         let reply = script.get(n).or(script.last()).unwrap().clone();
+                        tokio::time::sleep(reply.delay).await;
                         let mut resp = Response::builder().status(reply.status);
                         for (k, v) in reply.headers {
                             resp = resp.header(k, v);

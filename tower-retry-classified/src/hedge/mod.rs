@@ -1,0 +1,282 @@
+//! [`HedgeLayer`]: when an attempt takes longer than most do, sends the same request once more
+//! and takes whichever answers first, cutting the tail latency a slow replica or a lost packet
+//! adds.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+//! use tower_retry_classified::{HedgeLayer, RetryBudget};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let budget = RetryBudget::default(); // give the retry layer the same one
+//! let calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+//! let counted = calls.clone();
+//! let mut svc = ServiceBuilder::new()
+//!     .layer(HedgeLayer::http().delay(Duration::from_millis(50)).budget(budget))
+//!     .service(service_fn(move |_: http::Request<tower_retry_classified::ReplayBody<String>>| {
+//!         // The first call is stuck for a second; the second answers at once.
+//!         let slow = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+//!         async move {
+//!             if slow {
+//!                 tokio::time::sleep(Duration::from_secs(1)).await;
+//!             }
+//!             Ok::<_, std::convert::Infallible>(http::Response::new(String::from("ok")))
+//!         }
+//!     }));
+//! let started = tokio::time::Instant::now();
+//! let request = http::Request::get("http://upstream/").body(String::new()).unwrap();
+//! let answer = svc.ready().await.unwrap().call(request).await.unwrap();
+//! assert_eq!(answer.status(), 200);
+//! assert_eq!(started.elapsed(), Duration::from_millis(50), "the hedge answered");
+//! # }
+//! ```
+
+mod future;
+mod latency;
+mod metrics;
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use opentelemetry::metrics::Meter;
+use tokio::time::Instant;
+use tower_layer::Layer;
+use tower_service::Service;
+
+pub use future::HedgeFuture;
+
+use crate::BoxError;
+use crate::budget::RetryBudget;
+use crate::classify::{Classify, HttpClassifier};
+use crate::config::DEFAULT_REPLAY_CAP;
+use crate::kind::{Generic, Http, RequestKind};
+use latency::Latencies;
+use metrics::HedgeInstruments;
+
+/// The delay before the hedge when too few latencies were seen to know the percentile.
+pub const DEFAULT_HEDGE_DELAY: Duration = Duration::from_millis(100);
+
+pub(crate) struct HedgeConfig<C> {
+    classifier: C,
+    fixed: Option<Duration>,
+    fallback: Duration,
+    min_delay: Duration,
+    latencies: Latencies,
+    budget: Option<RetryBudget>,
+    deposit: bool,
+    replay_cap: usize,
+    instruments: HedgeInstruments,
+}
+
+impl<C> HedgeConfig<C> {
+    /// How long the first attempt runs alone.
+    fn delay(&self) -> Duration {
+        match self.fixed {
+            Some(delay) => delay,
+            None => self
+                .latencies
+                .current()
+                .map_or(self.fallback, |p| p.max(self.min_delay)),
+        }
+    }
+}
+
+/// Sends a second attempt of an idempotent request when the first takes longer than the
+/// observed p95 latency (or a fixed delay), returns the first final answer and drops the other
+/// attempt. A retryable failure of one attempt waits for the other.
+///
+/// - Only idempotent requests (GET, HEAD, OPTIONS, PUT, DELETE, TRACE, or any with an
+///   `Idempotency-Key`; every request of [`HedgeLayer::new`]) are hedged.
+/// - Each hedge withdraws from a [`RetryBudget`] when one is given: give it the budget your
+///   [`RetryLayer`](crate::RetryLayer) uses, and hedges and retries together stay within it.
+/// - Never past the deadline: no hedge when the request's deadline would pass before the delay.
+/// - The delay: [`delay`](Self::delay) fixes it; by default it is the observed 95th percentile
+///   of this layer's attempt latencies (at least 1 ms), [`DEFAULT_HEDGE_DELAY`] until 128
+///   latencies were seen.
+///
+/// Instruments: `tower.hedge.sent`, `tower.hedge.won` (the hedge answered first; the first
+/// attempt was dropped), `tower.hedge.lost` (the first attempt answered first; the hedge was
+/// dropped), `tower.hedge.refused` (the budget said no).
+pub struct HedgeLayer<C = HttpClassifier, K = Http> {
+    config: Arc<HedgeConfig<C>>,
+    _kind: PhantomData<fn() -> K>,
+}
+
+impl HedgeLayer<HttpClassifier, Http> {
+    /// Hedging for HTTP (and gRPC over HTTP) clients with the built-in classifier.
+    pub fn http() -> Self {
+        Self::with(HttpClassifier::new())
+    }
+}
+
+impl<C> HedgeLayer<C, Generic> {
+    /// Hedging of any `Clone` request, `classifier` deciding which answers are final.
+    pub fn new(classifier: C) -> Self {
+        HedgeLayer::<C, Http>::with(classifier).into_kind()
+    }
+}
+
+impl<C, K> HedgeLayer<C, K> {
+    fn with(classifier: C) -> Self {
+        Self {
+            config: Arc::new(HedgeConfig {
+                classifier,
+                fixed: None,
+                fallback: DEFAULT_HEDGE_DELAY,
+                min_delay: Duration::from_millis(1),
+                latencies: Latencies::new(0.95),
+                budget: None,
+                deposit: false,
+                replay_cap: DEFAULT_REPLAY_CAP,
+                instruments: HedgeInstruments::new(None),
+            }),
+            _kind: PhantomData,
+        }
+    }
+
+    fn into_kind<L>(self) -> HedgeLayer<C, L> {
+        HedgeLayer {
+            config: self.config,
+            _kind: PhantomData,
+        }
+    }
+
+    fn update(mut self, f: impl FnOnce(&mut HedgeConfig<C>)) -> Self {
+        let config = Arc::get_mut(&mut self.config)
+            .expect("a HedgeLayer is configured before it is cloned or used");
+        f(config);
+        self
+    }
+
+    /// A fixed delay before the hedge instead of the observed percentile (zero means 1 ms).
+    pub fn delay(self, delay: Duration) -> Self {
+        self.update(|c| c.fixed = Some(delay.max(Duration::from_millis(1))))
+    }
+
+    /// Hedge after this percentile of observed latencies (default 0.95; clamped to 0.5..0.999,
+    /// NaN keeps the current one), at least `min` (default 1 ms).
+    pub fn percentile(self, percentile: f64, min: Duration) -> Self {
+        self.update(|c| {
+            if percentile.is_finite() {
+                c.latencies = Latencies::new(percentile.clamp(0.5, 0.999));
+            }
+            c.fixed = None;
+            c.min_delay = min;
+        })
+    }
+
+    /// Each hedge withdraws from `budget` (the one the retry layer deposits into: pass a clone
+    /// of the same budget). No budget: every eligible request may be hedged.
+    pub fn budget(self, budget: RetryBudget) -> Self {
+        self.update(|c| {
+            c.budget = Some(budget);
+            c.deposit = false;
+        })
+    }
+
+    /// Like [`budget`](Self::budget), for a budget no retry layer uses: this layer also
+    /// deposits one per request into it.
+    pub fn own_budget(self, budget: RetryBudget) -> Self {
+        self.update(|c| {
+            c.budget = Some(budget);
+            c.deposit = true;
+        })
+    }
+
+    /// Records on `meter` instead of the global meter `tower-retry-classified`.
+    pub fn meter(self, meter: &Meter) -> Self {
+        self.update(|c| c.instruments = HedgeInstruments::new(Some(meter)))
+    }
+}
+
+impl<C, K> Clone for HedgeLayer<C, K> {
+    fn clone(&self) -> Self {
+        Self {
+            config: Arc::clone(&self.config),
+            _kind: PhantomData,
+        }
+    }
+}
+
+impl<C, K> std::fmt::Debug for HedgeLayer<C, K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HedgeLayer")
+            .field("delay", &self.config.delay())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, C, K> Layer<S> for HedgeLayer<C, K> {
+    type Service = Hedge<S, C, K>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Hedge {
+            inner,
+            config: Arc::clone(&self.config),
+            _kind: PhantomData,
+        }
+    }
+}
+
+/// A hedging service; see [`HedgeLayer`].
+pub struct Hedge<S, C, K> {
+    inner: S,
+    config: Arc<HedgeConfig<C>>,
+    _kind: PhantomData<fn() -> K>,
+}
+
+impl<S: Clone, C, K> Clone for Hedge<S, C, K> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            config: Arc::clone(&self.config),
+            _kind: PhantomData,
+        }
+    }
+}
+
+impl<S, C, K> std::fmt::Debug for Hedge<S, C, K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hedge").finish_non_exhaustive()
+    }
+}
+
+impl<S, C, K, Req> Service<Req> for Hedge<S, C, K>
+where
+    K: RequestKind<Req>,
+    S: Service<K::Attempt> + Clone,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = HedgeFuture<S, C, K, Req>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        let started = Instant::now();
+        if self.config.deposit {
+            if let Some(budget) = &self.config.budget {
+                budget.deposit_at(started);
+            }
+        }
+        let (attempt, saved, facts) = K::split(request, false, self.config.replay_cap);
+        let clone = self.inner.clone();
+        let mut ready = std::mem::replace(&mut self.inner, clone);
+        let primary = ready.call(attempt);
+        HedgeFuture::new(
+            primary,
+            ready,
+            saved,
+            facts,
+            Arc::clone(&self.config),
+            started,
+        )
+    }
+}
