@@ -9,7 +9,7 @@
 #[path = "../../gateway/src/traces/client.rs"]
 mod client;
 // The worker reads trace context from NATS headers (below) and writes it to HTTP ones only.
-#[allow(dead_code)]
+#[allow(dead_code, unused_imports)]
 #[path = "../../gateway/src/traces/context.rs"]
 mod context;
 #[path = "../../gateway/src/traces/export.rs"]
