@@ -104,8 +104,8 @@ mod trace;
 
 pub use backoff::{Backoff, Jitter};
 pub use breaker::{
-    BreakerFuture, CircuitBreaker, CircuitBreakerLayer, CircuitHandle, CircuitState, ErrorMode,
-    HttpMode,
+    BreakerFuture, CircuitBreaker, CircuitBreakerLayer, CircuitHandle, CircuitState,
+    DEFAULT_MAX_KEYS, ErrorMode, HttpMode, KeyedBy, Keying, Single,
 };
 pub use budget::RetryBudget;
 pub use classify::{Classification, Classify, HttpClassifier, Reason, Refine, X_OVERLOADED};

@@ -357,3 +357,81 @@ async fn absurd_settings_are_clamped_to_a_working_breaker() {
         .unwrap_err();
     assert_eq!(open_error(&error).retry_after(), Duration::from_millis(2));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_key_function_gives_each_upstream_its_own_breaker() {
+    let failing = Upstream::start(vec![status(503)]).await;
+    let healthy = Upstream::start(vec![status(200)]).await;
+    let meter = TestMeter::new();
+    let layer = breaker(&meter)
+        .key_fn(|request: &Request<Empty<Bytes>>| request.uri().authority().map(|a| a.as_str()));
+    let mut svc = ServiceBuilder::new().layer(layer.clone()).service(plain());
+    for _ in 0..4 {
+        svc.ready()
+            .await
+            .unwrap()
+            .call(get(&failing))
+            .await
+            .unwrap();
+    }
+    // The failing upstream's breaker is open; the healthy one's calls go through.
+    let error = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(get(&failing))
+        .await
+        .unwrap_err();
+    open_error(&error);
+    for _ in 0..10 {
+        let answer = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(get(&healthy))
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+    }
+    let key = |u: &Upstream| u.addr.to_string();
+    assert_eq!(
+        layer.handle_of(&key(&failing)).unwrap().state(),
+        CircuitState::Open
+    );
+    assert_eq!(
+        layer.handle_of(&key(&healthy)).unwrap().state(),
+        CircuitState::Closed
+    );
+    assert_eq!(
+        layer.handle().state(),
+        CircuitState::Closed,
+        "the layer's own breaker"
+    );
+    assert_eq!((failing.calls(), healthy.calls()), (4, 10));
+    // The breaker is named by its key.
+    assert_eq!(
+        meter.sum(
+            "tower.circuit.transitions",
+            &[("to", "open"), ("tower.circuit.name", &key(&failing))]
+        ),
+        1
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn keys_past_the_maximum_share_the_layers_own_breaker() {
+    let first = Upstream::start(vec![status(200)]).await;
+    let second = Upstream::start(vec![status(503)]).await;
+    let layer = CircuitBreakerLayer::new()
+        .min_volume(4)
+        .max_keys(1)
+        .key_fn(|request: &Request<Empty<Bytes>>| request.uri().authority().map(|a| a.as_str()));
+    let mut svc = ServiceBuilder::new().layer(layer.clone()).service(plain());
+    svc.ready().await.unwrap().call(get(&first)).await.unwrap();
+    for _ in 0..4 {
+        svc.ready().await.unwrap().call(get(&second)).await.unwrap();
+    }
+    // The second key has no breaker of its own: its failures opened the layer's.
+    assert_eq!(layer.handle().state(), CircuitState::Open);
+    assert_eq!(second.calls(), 4);
+}

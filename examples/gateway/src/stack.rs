@@ -314,7 +314,7 @@ pub fn build(
         .collect();
     let circuits = breakers
         .iter()
-        .map(|b| b.as_ref().map(CircuitBreakerLayer::handle))
+        .map(|b| b.as_ref().map(|layer| layer.handle()))
         .collect();
     let providers: Vec<_> = upstreams
         .iter()

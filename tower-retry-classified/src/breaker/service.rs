@@ -10,6 +10,7 @@ use http::{HeaderValue, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
+use super::keys::{Keying, Recipe, Single};
 use super::shared::Shared;
 use super::state::Pass;
 use crate::BoxError;
@@ -29,19 +30,21 @@ pub struct ErrorMode;
 pub struct HttpMode;
 
 /// A circuit breaker around a service; see [`CircuitBreakerLayer`](super::CircuitBreakerLayer).
-pub struct CircuitBreaker<S, C, M = ErrorMode> {
+pub struct CircuitBreaker<S, C, M = ErrorMode, K = Single> {
     inner: S,
     classifier: C,
-    shared: Arc<Shared>,
+    recipe: Arc<Recipe>,
+    keys: K,
     _mode: PhantomData<fn() -> M>,
 }
 
-impl<S, C, M> CircuitBreaker<S, C, M> {
-    pub(crate) fn new(inner: S, classifier: C, shared: Arc<Shared>) -> Self {
+impl<S, C, M, K> CircuitBreaker<S, C, M, K> {
+    pub(crate) fn new(inner: S, classifier: C, recipe: Arc<Recipe>, keys: K) -> Self {
         Self {
             inner,
             classifier,
-            shared,
+            recipe,
+            keys,
             _mode: PhantomData,
         }
     }
@@ -50,12 +53,14 @@ impl<S, C, M> CircuitBreaker<S, C, M> {
     where
         S: Service<Req>,
         C: Clone,
+        K: Keying<Req>,
     {
-        let state = match self.shared.admit() {
+        let shared = self.keys.breaker(&self.recipe, &request).shared;
+        let state = match shared.admit() {
             Ok(pass) => State::Running {
                 inner: self.inner.call(request),
                 guard: Guard {
-                    shared: Arc::clone(&self.shared),
+                    shared,
                     pass,
                     done: false,
                 },
@@ -68,30 +73,32 @@ impl<S, C, M> CircuitBreaker<S, C, M> {
     }
 }
 
-impl<S: Clone, C: Clone, M> Clone for CircuitBreaker<S, C, M> {
+impl<S: Clone, C: Clone, M, K: Clone> Clone for CircuitBreaker<S, C, M, K> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
             classifier: self.classifier.clone(),
-            shared: Arc::clone(&self.shared),
+            recipe: Arc::clone(&self.recipe),
+            keys: self.keys.clone(),
             _mode: PhantomData,
         }
     }
 }
 
-impl<S, C, M> std::fmt::Debug for CircuitBreaker<S, C, M> {
+impl<S, C, M, K> std::fmt::Debug for CircuitBreaker<S, C, M, K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CircuitBreaker")
-            .field("state", &self.shared.state())
+            .field("name", &self.recipe.name)
             .finish_non_exhaustive()
     }
 }
 
-impl<S, C, Req> Service<Req> for CircuitBreaker<S, C, ErrorMode>
+impl<S, C, K, Req> Service<Req> for CircuitBreaker<S, C, ErrorMode, K>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
     C: Classify<S::Response> + Clone,
+    K: Keying<Req>,
 {
     type Response = S::Response;
     type Error = BoxError;
@@ -106,10 +113,11 @@ where
     }
 }
 
-impl<S, C, Req, B> Service<Req> for CircuitBreaker<S, C, HttpMode>
+impl<S, C, K, Req, B> Service<Req> for CircuitBreaker<S, C, HttpMode, K>
 where
     S: Service<Req, Response = Response<B>>,
     C: Classify<Response<B>> + Clone,
+    K: Keying<Req>,
     B: Default,
 {
     type Response = Response<B>;
