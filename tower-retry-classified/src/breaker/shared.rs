@@ -2,6 +2,7 @@
 //! instruments, and the handle that reads it.
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use opentelemetry::KeyValue;
@@ -9,11 +10,15 @@ use opentelemetry::metrics::{Counter, Meter, ObservableGauge};
 use tokio::time::Instant;
 
 use super::config::BreakerConfig;
-use super::state::{CircuitState, Machine, Pass, Transition};
+use super::state::{CircuitState, Machine, Pass, Transition, Window};
 use crate::error::CircuitOpen;
 use crate::trace;
 
 pub(crate) struct Shared {
+    /// Mirrors "the machine is closed", so that a closed breaker admits a call and counts a
+    /// success without its lock: the lock is for failures, probes and transitions.
+    closed: AtomicBool,
+    window: Window,
     machine: Mutex<Machine>,
     name: Cow<'static, str>,
     transitions: Counter<u64>,
@@ -35,7 +40,9 @@ impl Shared {
                 })
                 .build();
             Shared {
-                machine: Mutex::new(Machine::new(config, Instant::now())),
+                closed: AtomicBool::new(true),
+                window: Window::new(&config, Instant::now()),
+                machine: Mutex::new(Machine::new(config)),
                 name,
                 transitions: meter
                     .u64_counter("tower.circuit.transitions")
@@ -58,10 +65,13 @@ impl Shared {
     }
 
     pub(crate) fn refuses(&self) -> bool {
-        self.machine().refuses(Instant::now())
+        !self.closed.load(Ordering::Acquire) && self.machine().refuses(Instant::now())
     }
 
     pub(crate) fn admit(&self) -> Result<Pass, CircuitOpen> {
+        if self.closed.load(Ordering::Acquire) {
+            return Ok(Pass::Normal);
+        }
         let (pass, transition) = self.machine().admit(Instant::now());
         self.changed(transition);
         if let Err(open) = &pass {
@@ -71,7 +81,35 @@ impl Shared {
     }
 
     pub(crate) fn record(&self, pass: Pass, failed: bool) {
-        let transition = self.machine().record(pass, failed, Instant::now());
+        let now = Instant::now();
+        let transition = match pass {
+            Pass::Normal => {
+                if !self.closed.load(Ordering::Acquire) {
+                    // Let through before the breaker opened: about the past.
+                    return;
+                }
+                self.window.record(now, failed);
+                if !failed {
+                    return;
+                }
+                let mut machine = self.machine();
+                let transition = machine.closed_failure(self.window.totals(now), now);
+                if transition.is_some() {
+                    self.closed.store(false, Ordering::Release);
+                }
+                transition
+            }
+            Pass::Probe => {
+                let mut machine = self.machine();
+                let transition = machine.probe_outcome(failed, now);
+                if let Some((_, CircuitState::Closed)) = transition {
+                    // Closed afresh: the failures that opened it are history.
+                    self.window.clear();
+                    self.closed.store(true, Ordering::Release);
+                }
+                transition
+            }
+        };
         self.changed(transition);
     }
 

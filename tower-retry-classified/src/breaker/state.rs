@@ -1,6 +1,7 @@
 //! The breaker's state machine: closed, open, half-open, with time passed in so that every
 //! transition is exact under test.
 
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -58,26 +59,25 @@ enum Phase {
     HalfOpen { in_flight: u32, succeeded: u32 },
 }
 
-/// Outcomes of calls in the last `window`, in `buckets` slices so old ones fall out.
+/// Outcomes of calls in the last `window`, in `buckets` slices so old ones fall out. Atomic, so
+/// that a call in the closed state counts its outcome without taking the breaker's lock.
 #[derive(Debug)]
-struct Window {
-    slices: Vec<Slice>,
+pub(crate) struct Window {
+    /// Per slice: which slice of time since `origin` it holds (high 32 bits) and its calls
+    /// (low 32 bits).
+    slices: Box<[AtomicU64]>,
+    /// Per slice: failures, reset when the slice moves on.
+    failures: Box<[AtomicU32]>,
     slice_len: Duration,
     origin: Instant,
 }
 
-#[derive(Clone, Copy, Debug, Default)]
-struct Slice {
-    /// Which slice of time since `origin` this one holds.
-    index: u64,
-    calls: u32,
-    failures: u32,
-}
-
 impl Window {
-    fn new(config: &BreakerConfig, origin: Instant) -> Self {
+    pub(crate) fn new(config: &BreakerConfig, origin: Instant) -> Self {
+        let n = config.buckets as usize;
         Self {
-            slices: vec![Slice::default(); config.buckets as usize],
+            slices: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            failures: (0..n).map(|_| AtomicU32::new(0)).collect(),
             slice_len: config.window / config.buckets,
             origin,
         }
@@ -85,37 +85,62 @@ impl Window {
 
     fn index_at(&self, now: Instant) -> u64 {
         let since = now.saturating_duration_since(self.origin).as_nanos();
-        (since / self.slice_len.as_nanos().max(1)) as u64
+        // Slice 0 is "empty": indexes start at 1.
+        (since / self.slice_len.as_nanos().max(1)) as u64 % (1 << 31) + 1
     }
 
-    fn record(&mut self, now: Instant, failed: bool) {
+    pub(crate) fn record(&self, now: Instant, failed: bool) {
         let index = self.index_at(now);
-        let n = self.slices.len() as u64;
-        let slice = &mut self.slices[(index % n) as usize];
-        if slice.index != index {
-            *slice = Slice {
-                index,
-                ..Slice::default()
+        let i = (index % self.slices.len() as u64) as usize;
+        let slot = &self.slices[i];
+        let mut current = slot.load(Ordering::Relaxed);
+        loop {
+            let next = if current >> 32 == index {
+                current + 1
+            } else {
+                (index << 32) | 1
             };
+            match slot.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => {
+                    if current >> 32 != index {
+                        // This call moved the slice on: its old failures are out of the window.
+                        // (A failure counted at the same instant may be lost: the window is a
+                        // sample, not an audit.)
+                        self.failures[i].store(0, Ordering::Relaxed);
+                    }
+                    break;
+                }
+                Err(actual) => current = actual,
+            }
         }
-        slice.calls = slice.calls.saturating_add(1);
-        slice.failures = slice.failures.saturating_add(u32::from(failed));
+        if failed {
+            self.failures[i].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Calls and failures in the window ending at `now`.
-    fn totals(&self, now: Instant) -> (u64, u64) {
+    pub(crate) fn totals(&self, now: Instant) -> (u64, u64) {
         let index = self.index_at(now);
         let n = self.slices.len() as u64;
-        self.slices
-            .iter()
-            .filter(|s| s.index + n > index && s.index <= index)
-            .fold((0, 0), |(c, f), s| {
-                (c + u64::from(s.calls), f + u64::from(s.failures))
-            })
+        let mut totals = (0, 0);
+        for (slot, failures) in self.slices.iter().zip(self.failures.iter()) {
+            let word = slot.load(Ordering::Acquire);
+            let slice = word >> 32;
+            if slice != 0 && slice + n > index && slice <= index {
+                totals.0 += word & u64::from(u32::MAX);
+                totals.1 += u64::from(failures.load(Ordering::Relaxed));
+            }
+        }
+        totals
     }
 
-    fn clear(&mut self) {
-        self.slices.fill(Slice::default());
+    pub(crate) fn clear(&self) {
+        for slot in self.slices.iter() {
+            slot.store(0, Ordering::Relaxed);
+        }
+        for failures in self.failures.iter() {
+            failures.store(0, Ordering::Relaxed);
+        }
     }
 }
 
@@ -126,13 +151,11 @@ pub(crate) struct Machine {
     phase: Phase,
     /// Consecutive trips without a successful recovery: each makes the next open time longer.
     trips: u32,
-    window: Window,
 }
 
 impl Machine {
-    pub(crate) fn new(config: BreakerConfig, now: Instant) -> Self {
+    pub(crate) fn new(config: BreakerConfig) -> Self {
         Self {
-            window: Window::new(&config, now),
             config,
             phase: Phase::Closed,
             trips: 0,
@@ -192,40 +215,42 @@ impl Machine {
         }
     }
 
-    /// Counts the outcome of a call let through as `pass`.
-    pub(crate) fn record(&mut self, pass: Pass, failed: bool, now: Instant) -> Option<Transition> {
-        match (&mut self.phase, pass) {
-            (Phase::Closed, Pass::Normal) => {
-                self.window.record(now, failed);
-                let (calls, failures) = self.window.totals(now);
-                let tripped = failed
-                    && calls >= u64::from(self.config.min_volume)
-                    && failures as f64 >= self.config.failure_ratio * calls as f64;
-                tripped.then(|| self.open(now, CircuitState::Closed))
-            }
-            (
-                Phase::HalfOpen {
-                    in_flight,
-                    succeeded,
-                },
-                Pass::Probe,
-            ) => {
-                *in_flight = in_flight.saturating_sub(1);
-                if failed {
-                    return Some(self.open(now, CircuitState::HalfOpen));
-                }
-                *succeeded += 1;
-                if *succeeded >= self.config.probes {
-                    self.phase = Phase::Closed;
-                    self.trips = 0;
-                    self.window.clear();
-                    return Some((CircuitState::HalfOpen, CircuitState::Closed));
-                }
-                None
-            }
-            // A call let through before the state changed: its outcome is about the past.
-            _ => None,
+    /// A failure in the closed state, with the window's `(calls, failures)` now: opens the
+    /// breaker once the volume and the ratio are reached.
+    pub(crate) fn closed_failure(
+        &mut self,
+        totals: (u64, u64),
+        now: Instant,
+    ) -> Option<Transition> {
+        let (calls, failures) = totals;
+        let tripped = matches!(self.phase, Phase::Closed)
+            && calls >= u64::from(self.config.min_volume)
+            && failures as f64 >= self.config.failure_ratio * calls as f64;
+        tripped.then(|| self.open(now, CircuitState::Closed))
+    }
+
+    /// The outcome of a half-open probe. Closing clears nothing here: the caller clears the
+    /// window.
+    pub(crate) fn probe_outcome(&mut self, failed: bool, now: Instant) -> Option<Transition> {
+        let Phase::HalfOpen {
+            in_flight,
+            succeeded,
+        } = &mut self.phase
+        else {
+            // A probe let through before the state changed: its outcome is about the past.
+            return None;
+        };
+        *in_flight = in_flight.saturating_sub(1);
+        if failed {
+            return Some(self.open(now, CircuitState::HalfOpen));
         }
+        *succeeded += 1;
+        if *succeeded >= self.config.probes {
+            self.phase = Phase::Closed;
+            self.trips = 0;
+            return Some((CircuitState::HalfOpen, CircuitState::Closed));
+        }
+        None
     }
 
     /// A probe that ended without an outcome (its future was dropped): its slot is free again.
@@ -277,34 +302,58 @@ mod tests {
         }
     }
 
+    /// What `Shared` does with a closed-state outcome.
+    fn closed(m: &mut Machine, w: &Window, failed: bool, now: Instant) -> Option<Transition> {
+        w.record(now, failed);
+        if failed {
+            m.closed_failure(w.totals(now), now)
+        } else {
+            None
+        }
+    }
+
     #[test]
     fn old_outcomes_leave_the_window() {
         let start = Instant::now();
-        let mut m = Machine::new(config(), start);
+        let (mut m, w) = (Machine::new(config()), Window::new(&config(), start));
         for _ in 0..3 {
-            assert_eq!(
-                m.record(Pass::Normal, true, start),
-                None,
-                "below the volume"
-            );
+            assert_eq!(closed(&mut m, &w, true, start), None, "below the volume");
         }
         // 10 s later the three failures are out of the window: three more do not trip it.
         let later = start + Duration::from_secs(10);
         for _ in 0..3 {
-            assert_eq!(m.record(Pass::Normal, true, later), None);
+            assert_eq!(closed(&mut m, &w, true, later), None);
+        }
+        assert_eq!(w.totals(later), (3, 3));
+        assert_eq!(
+            closed(&mut m, &w, true, later),
+            Some((CircuitState::Closed, CircuitState::Open))
+        );
+    }
+
+    #[test]
+    fn successes_dilute_failures_below_the_ratio() {
+        let now = Instant::now();
+        let (mut m, w) = (Machine::new(config()), Window::new(&config(), now));
+        for _ in 0..3 {
+            closed(&mut m, &w, false, now);
+        }
+        for _ in 0..2 {
+            assert_eq!(closed(&mut m, &w, true, now), None, "2 of 5 is below 0.5");
         }
         assert_eq!(
-            m.record(Pass::Normal, true, later),
-            Some((CircuitState::Closed, CircuitState::Open))
+            closed(&mut m, &w, true, now),
+            Some((CircuitState::Closed, CircuitState::Open)),
+            "3 of 6"
         );
     }
 
     #[test]
     fn open_time_doubles_per_trip_up_to_the_maximum() {
         let mut now = Instant::now();
-        let mut m = Machine::new(config(), now);
+        let (mut m, w) = (Machine::new(config()), Window::new(&config(), now));
         for _ in 0..4 {
-            m.record(Pass::Normal, true, now);
+            closed(&mut m, &w, true, now);
         }
         let mut expected = Duration::from_secs(5);
         for _ in 0..6 {
@@ -312,7 +361,7 @@ mod tests {
             now += expected;
             let (pass, _) = m.admit(now);
             assert_eq!(pass, Ok(Pass::Probe));
-            m.record(Pass::Probe, true, now);
+            m.probe_outcome(true, now);
             expected = (expected * 2).min(Duration::from_secs(60));
         }
         assert_eq!(m.open_for(now), Duration::from_secs(60));
@@ -321,9 +370,9 @@ mod tests {
     #[test]
     fn a_dropped_probe_frees_its_slot() {
         let now = Instant::now();
-        let mut m = Machine::new(config(), now);
+        let (mut m, w) = (Machine::new(config()), Window::new(&config(), now));
         for _ in 0..4 {
-            m.record(Pass::Normal, true, now);
+            closed(&mut m, &w, true, now);
         }
         let later = now + Duration::from_secs(5);
         assert_eq!(m.admit(later).0, Ok(Pass::Probe));
