@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use opentelemetry::metrics::Meter;
 
+use crate::adaptive::Adaptive;
 use crate::status::Thresholds;
 
 /// The largest accepted `concurrency` and `capacity`; larger values are clamped. It fits the
@@ -16,7 +17,7 @@ pub(crate) const DEFAULT_CAPACITY: usize = 1000;
 
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
-    /// At least 1, at most [`MAX_LIMIT`].
+    /// At least 1, at most [`MAX_LIMIT`]: the limit, or where an adaptive limit starts.
     pub(crate) concurrency: usize,
     /// At most [`MAX_LIMIT`]; 0 means no waiting at all (pure load shedding).
     pub(crate) capacity: usize,
@@ -25,6 +26,8 @@ pub(crate) struct Config {
     pub(crate) thresholds: Thresholds,
     pub(crate) name: Cow<'static, str>,
     pub(crate) meter: Option<Meter>,
+    /// Clamped when set.
+    pub(crate) adaptive: Option<Adaptive>,
 }
 
 impl Config {
@@ -37,6 +40,7 @@ impl Config {
             thresholds: Thresholds::default(),
             name: Cow::Borrowed("default"),
             meter: None,
+            adaptive: None,
         }
     }
 }

@@ -1,6 +1,8 @@
 //! The response futures: wait for a slot (if needed), then drive the inner service like tower's
 //! `Oneshot` (`poll_ready`, then `call` on a clone of it), holding the slot until the inner
-//! future completes or is dropped.
+//! future completes or is dropped. With an adaptive limit, the request's clock starts when it
+//! first drives the inner service and its outcome is reported as it completes (here, not on
+//! admission), before the slot is freed.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,6 +16,7 @@ use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
 use crate::BoxError;
+use crate::adaptive::Sample;
 use crate::admission::{Permit, Shared, Slow, WaitOutcome, Waiter};
 use crate::error::{OverloadReason, Overloaded, QueueTimeout, Rejection};
 use crate::metrics::Reason;
@@ -51,9 +54,37 @@ pin_project! {
         state: State<S::Future>,
         service: Option<S>,
         request: Option<Req>,
+        // Whether an outcome is a failure, for an adaptive limit.
+        failed: fn(&Result<S::Response, S::Error>) -> bool,
+        // An adaptive limit's sample, from the first drive of the inner service to completion.
+        sample: Option<Sample>,
         // Declared after `state`, so the inner future is dropped before the slot is freed.
         permit: Option<Permit>,
     }
+
+    impl<S, Req> PinnedDrop for Admit<S, Req>
+    where
+        S: Service<Req>,
+    {
+        fn drop(this: Pin<&mut Self>) {
+            // Dropped inside the inner service: the caller gave up, or the inner service
+            // panicked (a failure). Reported while the slot is still held, before the fields
+            // (the inner future, then the permit) are dropped.
+            let this = this.project();
+            if let (Some(sample), Some(permit)) = (this.sample.take(), this.permit.as_ref()) {
+                if std::thread::panicking() {
+                    permit.finish(sample, true);
+                } else {
+                    permit.cancelled(sample);
+                }
+            }
+        }
+    }
+}
+
+/// The plain mode's notion of failure: the inner service's error.
+pub(crate) fn is_err<T, E>(outcome: &Result<T, E>) -> bool {
+    outcome.is_err()
 }
 
 impl<S, Req> Admit<S, Req>
@@ -61,15 +92,25 @@ where
     S: Service<Req> + Clone,
 {
     /// Admission happens here, at `call` time, on counts alone. `deadline_of` is consulted only
-    /// when the request cannot take a free slot at once, keeping the success path free of it.
+    /// when the request cannot take a free slot at once, keeping the success path free of it;
+    /// `failed` only when an adaptive limit observes the outcome.
     pub(crate) fn new(
         shared: &Arc<Shared>,
         service: &S,
         request: Req,
         deadline_of: fn(&Req) -> Option<Instant>,
+        failed: fn(&Result<S::Response, S::Error>) -> bool,
     ) -> Self {
+        let with_state = |state, permit, request| Self {
+            state,
+            service: Some(service.clone()),
+            request: Some(request),
+            failed,
+            sample: None,
+            permit,
+        };
         if let Some(permit) = shared.try_acquire() {
-            return Self::with_state(State::Ready, Some(permit), Some(service.clone()), request);
+            return with_state(State::Ready, Some(permit), request);
         }
         let deadline = deadline_of(&request);
         #[cfg(feature = "deadline")]
@@ -82,14 +123,12 @@ where
                     Duration::ZERO,
                     Duration::ZERO,
                 );
-                return Self::rejected(Rejection::Deadline(error), request);
+                return Self::rejected(Rejection::Deadline(error), request, failed);
             }
         }
         match shared.admit_or_queue() {
-            Slow::Admitted(permit) => {
-                Self::with_state(State::Ready, Some(permit), Some(service.clone()), request)
-            }
-            Slow::Rejected(error) => Self::rejected(Rejection::Overloaded(error), request),
+            Slow::Admitted(permit) => with_state(State::Ready, Some(permit), request),
+            Slow::Rejected(error) => Self::rejected(Rejection::Overloaded(error), request, failed),
             Slow::Queued(waiter) => {
                 let since = Instant::now();
                 // An absurd maximum that overflows the clock means no limit, never a panic.
@@ -108,26 +147,16 @@ where
                     since,
                     deadline,
                 };
-                Self::with_state(state, None, Some(service.clone()), request)
+                with_state(state, None, request)
             }
         }
     }
 
-    fn with_state(
-        state: State<S::Future>,
-        permit: Option<Permit>,
-        service: Option<S>,
+    fn rejected(
+        rejection: Rejection,
         request: Req,
+        failed: fn(&Result<S::Response, S::Error>) -> bool,
     ) -> Self {
-        Self {
-            state,
-            service,
-            request: Some(request),
-            permit,
-        }
-    }
-
-    fn rejected(rejection: Rejection, request: Req) -> Self {
         let state = State::Rejected {
             rejection: Some(rejection),
         };
@@ -137,6 +166,8 @@ where
             state,
             service: None,
             request: None,
+            failed,
+            sample: None,
             permit: None,
         }
     }
@@ -225,6 +256,9 @@ where
                     }
                 }
                 StateProj::Ready => {
+                    if this.sample.is_none() {
+                        *this.sample = this.permit.as_ref().and_then(Permit::start);
+                    }
                     let service = this
                         .service
                         .as_mut()
@@ -232,6 +266,11 @@ where
                     if let Err(error) = ready!(service.poll_ready(cx)) {
                         this.state.set(State::Done);
                         *this.service = None;
+                        if let (Some(sample), Some(permit)) =
+                            (this.sample.take(), this.permit.as_ref())
+                        {
+                            permit.finish(sample, true);
+                        }
                         *this.permit = None;
                         return Poll::Ready(Ok(Err(error)));
                     }
@@ -246,6 +285,10 @@ where
                 StateProj::Calling { future } => {
                     let output = ready!(future.poll(cx));
                     this.state.set(State::Done);
+                    if let (Some(sample), Some(permit)) = (this.sample.take(), this.permit.as_ref())
+                    {
+                        permit.finish(sample, (this.failed)(&output));
+                    }
                     *this.permit = None;
                     return Poll::Ready(Ok(output));
                 }

@@ -16,6 +16,7 @@ use crate::status::QueueStatus;
 /// let handle = layer.handle();
 /// assert_eq!(handle.capacity(), 100);
 /// assert_eq!(handle.concurrency(), 8);
+/// assert_eq!(handle.concurrency_limit(), 8, "fixed: the same");
 /// assert_eq!(handle.depth(), 0);
 /// assert_eq!(handle.status(), QueueStatus::Healthy);
 /// assert_eq!(handle.name(), "cpu");
@@ -45,9 +46,26 @@ impl QueueHandle {
         self.shared.config.capacity
     }
 
-    /// How many requests may be inside the inner service at once.
+    /// The concurrency the layer was built with ([`BoundedQueueLayer::new`], clamped): the limit
+    /// of a fixed queue, or where an [adaptive](crate::Adaptive) limit started. For the limit
+    /// now, see [`concurrency_limit`](Self::concurrency_limit).
+    ///
+    /// [`BoundedQueueLayer::new`]: crate::BoundedQueueLayer::new
     pub fn concurrency(&self) -> usize {
         self.shared.config.concurrency
+    }
+
+    /// How many requests may be inside the inner service at once now: the fixed `concurrency`,
+    /// or the [adaptive](crate::Adaptive) limit, which moves between its floor and ceiling (also
+    /// the gauge `tower.queue.concurrency_limit`). Right after the limit shrank,
+    /// [`in_flight`](Self::in_flight) may exceed it until enough requests finish.
+    pub fn concurrency_limit(&self) -> usize {
+        self.shared.concurrency_limit()
+    }
+
+    /// The adaptive settings (as clamped), if the limit is adaptive.
+    pub fn adaptive(&self) -> Option<&crate::Adaptive> {
+        self.shared.adaptive()
     }
 
     /// The queue's name (the `tower.queue.name` attribute of its instruments).
@@ -90,6 +108,7 @@ impl std::fmt::Debug for QueueHandle {
             .field("in_flight", &self.in_flight())
             .field("capacity", &self.capacity())
             .field("concurrency", &self.concurrency())
+            .field("concurrency_limit", &self.concurrency_limit())
             .field("closed", &self.is_closed())
             .finish()
     }

@@ -50,6 +50,12 @@ const GRPC_RETRY_PUSHBACK_MS: HeaderName = HeaderName::from_static("grpc-retry-p
 /// [`QueueBody`]. With the `deadline` feature the wait is bounded by
 /// `tower_deadline::Deadline::effective(request.extensions())`.
 ///
+/// With an [adaptive](crate::Adaptive) limit, the controller counts as failures the inner
+/// service's errors and the answers that say a server is failing or short of capacity: any 5xx,
+/// 429, and gRPC answers whose header `grpc-status` (a trailers-only answer) is 4
+/// (DEADLINE_EXCEEDED), 8 (RESOURCE_EXHAUSTED) or 14 (UNAVAILABLE). A `grpc-status` sent only in
+/// trailers, after the body, is not seen: the request has completed by then.
+///
 /// ```
 /// use std::time::Duration;
 /// use tower_bounded_queue::{BoundedQueueLayer, X_OVERLOAD_STATUS};
@@ -184,6 +190,21 @@ fn deadline_of<B>(_request: &Request<B>) -> Option<tokio::time::Instant> {
     }
 }
 
+/// An answer that says a server is failing or short of capacity, for an adaptive limit: the
+/// inner error, any 5xx, 429, or a trailers-only gRPC DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED or
+/// UNAVAILABLE.
+fn failed_answer<B, E>(outcome: &Result<Response<B>, E>) -> bool {
+    let Ok(response) = outcome else { return true };
+    let status = response.status();
+    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+        return true;
+    }
+    response
+        .headers()
+        .get(GRPC_STATUS)
+        .is_some_and(|code| matches!(code.as_bytes(), b"4" | b"8" | b"14"))
+}
+
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for HttpBoundedQueue<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
@@ -204,7 +225,13 @@ where
             .as_ref()
             .map(|name| (name.clone(), Arc::clone(&self.shared)));
         HttpResponseFuture {
-            inner: Admit::new(&self.shared, &self.inner, request, deadline_of::<ReqBody>),
+            inner: Admit::new(
+                &self.shared,
+                &self.inner,
+                request,
+                deadline_of::<ReqBody>,
+                failed_answer::<ResBody, S::Error>,
+            ),
             grpc,
             retry_after: self.retry_after,
             status,

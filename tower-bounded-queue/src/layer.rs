@@ -7,6 +7,7 @@ use std::time::Duration;
 use opentelemetry::metrics::Meter;
 use tower_layer::Layer;
 
+use crate::adaptive::Adaptive;
 use crate::admission::Shared;
 use crate::config::{Config, MAX_LIMIT};
 use crate::handle::QueueHandle;
@@ -99,6 +100,23 @@ impl BoundedQueueLayer {
         self.update(|c| c.name = name)
     }
 
+    /// Moves the concurrency limit between a floor and a ceiling by AIMD on the latency and the
+    /// failures of completed requests, starting at `concurrency` (clamped into the bounds); see
+    /// [`Adaptive`]. The queue still rejects at `capacity`. Bad values are clamped as
+    /// [`Adaptive`] documents.
+    ///
+    /// ```
+    /// use tower_bounded_queue::{Adaptive, BoundedQueueLayer};
+    ///
+    /// let layer = BoundedQueueLayer::new(16)
+    ///     .capacity(500)
+    ///     .adaptive(Adaptive::aimd().floor(4).ceiling(256));
+    /// assert_eq!(layer.handle().concurrency_limit(), 16);
+    /// ```
+    pub fn adaptive(self, adaptive: Adaptive) -> Self {
+        self.update(|c| c.adaptive = Some(adaptive.clamped(MAX_LIMIT)))
+    }
+
     /// Records on this meter instead of the global meter named `tower-bounded-queue`.
     pub fn meter(self, meter: &Meter) -> Self {
         self.update(|c| c.meter = Some(meter.clone()))
@@ -128,6 +146,7 @@ impl std::fmt::Debug for BoundedQueueLayer {
             .field("capacity", &self.config.capacity)
             .field("drop_oldest", &self.config.drop_oldest)
             .field("max_wait", &self.config.max_wait)
+            .field("adaptive", &self.config.adaptive)
             .field("name", &self.config.name)
             .finish_non_exhaustive()
     }

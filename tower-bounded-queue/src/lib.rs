@@ -48,6 +48,10 @@
 //!   while unwinding from a panic in the inner service); the queue keeps serving.
 //! - **Graceful close**: [`QueueHandle::close`] stops admitting, [`QueueHandle::drain`] waits for
 //!   in-flight and queued work.
+//! - **Adaptive concurrency** ([`BoundedQueueLayer::adaptive`], [`Adaptive`]): the limit moves
+//!   between a floor and a ceiling by AIMD on the latency and failures of completed requests,
+//!   and the queue still rejects at `capacity`. Read it with
+//!   [`QueueHandle::concurrency_limit`].
 //! - **Status**: [`QueueHandle::status`] is [`QueueStatus`] healthy / degraded / overloaded /
 //!   critical (50% and 80% of capacity by default, critical when full).
 //! - **HTTP mode**: [`BoundedQueueLayer::http`] answers 503 with `Retry-After`, 504, or a gRPC
@@ -55,21 +59,27 @@
 //! - **Metrics** on the OpenTelemetry API (a [`Meter`](opentelemetry::metrics::Meter) you pass, or
 //!   the global one): `tower.queue.depth`, `tower.queue.in_flight`, `tower.queue.rejections`
 //!   (attribute `reason`: `full`, `dropped_oldest`, `queue_timeout`, `deadline`, `closed`),
-//!   `tower.queue.wait` (seconds) and `tower.queue.status` (0 to 3), each with
-//!   `tower.queue.name`. Depth, in-flight and status are observed at collection time, so the
-//!   success path records nothing; `tower.queue.wait` records the requests that had to wait.
+//!   `tower.queue.wait` (seconds), `tower.queue.status` (0 to 3) and
+//!   `tower.queue.concurrency_limit` (fixed or adaptive), each with `tower.queue.name`. Depth,
+//!   in-flight, status and the limit are observed at collection time, so the success path records
+//!   nothing; `tower.queue.wait` records the requests that had to wait.
 //! - **Logs** (feature `tracing`, on by default): a `debug` event for each request admitted after
-//!   a wait and each rejection, and a `warn` summary of rejections at most every 10 s (target
-//!   `tower_bounded_queue`); nothing for a request admitted at once.
+//!   a wait, each rejection and each change of an adaptive limit, and a `warn` summary of
+//!   rejections at most every 10 s (target `tower_bounded_queue`); nothing for a request admitted
+//!   at once.
 //!
 //! # Cost
 //!
 //! The success path (a free slot, nobody waiting) is one compare-and-swap on an atomic word, a
 //! reference-count increment and a clone of the inner service; no lock, no allocation. Only
-//! waiting requests take a mutex (never across an await) and allocate their queue entry.
+//! waiting requests take a mutex (never across an await) and allocate their queue entry. An
+//! adaptive limit adds two clock reads and a few atomic loads per request, a compare-and-swap
+//! for each of a window's first `limit` requests at full use and one per change of the limit;
+//! the lock is taken only when a growing limit admits waiters.
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms, unreachable_pub)]
 
+mod adaptive;
 mod admission;
 mod config;
 mod error;
@@ -82,6 +92,7 @@ mod service;
 mod status;
 mod trace;
 
+pub use crate::adaptive::Adaptive;
 pub use crate::error::{OverloadReason, Overloaded, QueueTimeout};
 pub use crate::future::ResponseFuture;
 pub use crate::handle::QueueHandle;

@@ -1,7 +1,7 @@
 //! OpenTelemetry instruments, recorded through the API only (free when no SDK is installed).
 //!
-//! Depth, in-flight and status are observable instruments read from the admission counters at
-//! collection time, so the success path records nothing. Rejections and waits are recorded on the
+//! Depth, in-flight, status and the concurrency limit are observable instruments read from the
+//! admission counters at collection time, so the success path records nothing. Rejections and waits are recorded on the
 //! slow paths only.
 
 use std::sync::Weak;
@@ -21,6 +21,8 @@ pub(crate) trait Observed: Send + Sync + 'static {
     fn in_flight(&self) -> usize;
     /// The queue's status now.
     fn status(&self) -> QueueStatus;
+    /// The concurrency limit now (fixed or adaptive).
+    fn concurrency_limit(&self) -> usize;
 }
 
 /// The `reason` attribute of `tower.queue.rejections`.
@@ -62,6 +64,7 @@ pub(crate) struct Metrics {
     _depth: ObservableUpDownCounter<i64>,
     _in_flight: ObservableUpDownCounter<i64>,
     _status: ObservableGauge<u64>,
+    _limit: ObservableGauge<u64>,
 }
 
 impl Metrics {
@@ -104,13 +107,27 @@ impl Metrics {
                 }
             })
             .build();
+        let weak = shared.clone();
         let a = attrs.clone();
         let status = meter
             .u64_observable_gauge("tower.queue.status")
             .with_description("Queue status: 0 healthy, 1 degraded, 2 overloaded, 3 critical")
             .with_callback(move |o| {
-                if let Some(s) = shared.upgrade() {
+                if let Some(s) = weak.upgrade() {
                     o.observe(s.status().as_level(), &a);
+                }
+            })
+            .build();
+        let a = attrs.clone();
+        let limit = meter
+            .u64_observable_gauge("tower.queue.concurrency_limit")
+            .with_description(
+                "Requests allowed into the inner service at once: fixed, or the adaptive limit",
+            )
+            .with_unit("{request}")
+            .with_callback(move |o| {
+                if let Some(s) = shared.upgrade() {
+                    o.observe(s.concurrency_limit() as u64, &a);
                 }
             })
             .build();
@@ -132,6 +149,7 @@ impl Metrics {
             _depth: depth,
             _in_flight: in_flight,
             _status: status,
+            _limit: limit,
         }
     }
 

@@ -7,7 +7,7 @@ use tower_service::Service;
 
 use crate::BoxError;
 use crate::admission::Shared;
-use crate::future::{Admit, ResponseFuture};
+use crate::future::{Admit, ResponseFuture, is_err};
 use crate::handle::QueueHandle;
 
 /// Admission control in front of `S`: at most `concurrency` requests inside `S`, at most
@@ -89,6 +89,7 @@ where
             &self.inner,
             request,
             crate::current_deadline::<Req>,
+            is_err::<S::Response, S::Error>,
         ))
     }
 }

@@ -1,5 +1,5 @@
-//! `tracing` events for admissions after a wait and for rejections (cargo feature `tracing`, on
-//! by default).
+//! `tracing` events for admissions after a wait, for rejections and for changes of an adaptive
+//! concurrency limit (cargo feature `tracing`, on by default).
 //!
 //! Each is one `debug` event with target `tower_bounded_queue`; rejections are also counted into
 //! a `warn` summary written at most once per [`SUMMARY_EVERY`], so an overload shows at `warn`
@@ -50,6 +50,18 @@ mod enabled {
                 );
             }
         }
+    }
+
+    /// The adaptive limit of queue `queue` moved from `from` to `to` because of `cause`.
+    pub(crate) fn limit_changed(queue: &str, from: usize, to: usize, cause: &'static str) {
+        tracing::debug!(
+            target: TARGET,
+            queue,
+            from,
+            to,
+            cause,
+            "concurrency limit changed"
+        );
     }
 
     static REJECTIONS: Summary = Summary::new();
@@ -111,10 +123,13 @@ mod enabled {
 }
 
 #[cfg(feature = "tracing")]
-pub(crate) use enabled::{admitted_after_wait, rejected};
+pub(crate) use enabled::{admitted_after_wait, limit_changed, rejected};
 
 #[cfg(not(feature = "tracing"))]
 pub(crate) fn admitted_after_wait(_: &str, _: Duration, _: usize) {}
 
 #[cfg(not(feature = "tracing"))]
 pub(crate) fn rejected(_: &str, _: &'static str, _: usize, _: usize) {}
+
+#[cfg(not(feature = "tracing"))]
+pub(crate) fn limit_changed(_: &str, _: usize, _: usize, _: &'static str) {}

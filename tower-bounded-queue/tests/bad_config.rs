@@ -72,3 +72,106 @@ fn an_absurd_retry_after_saturates() {
     let layer = BoundedQueueLayer::new(1).http().retry_after(Duration::MAX);
     let _ = layer.handle();
 }
+
+#[tokio::test(start_paused = true)]
+async fn absurd_adaptive_settings_are_clamped_and_serve() {
+    use tower_bounded_queue::Adaptive;
+
+    let failing = || tower::service_fn(|_: u32| async { Err::<u32, &str>("down") });
+    // Floor 0 is 1 (a limit of 0 would admit nothing, ever); a floor above the ceiling swaps
+    // the two; NaN factors mean the defaults.
+    let layer = BoundedQueueLayer::new(100).adaptive(
+        Adaptive::aimd()
+            .floor(0)
+            .ceiling(0)
+            .backoff(f64::NAN)
+            .tolerance(f64::NAN),
+    );
+    let expected = Adaptive::aimd().floor(1).ceiling(1);
+    assert_eq!(layer.handle().adaptive(), Some(&expected));
+    assert_eq!(
+        layer.handle().concurrency_limit(),
+        1,
+        "started within the bounds"
+    );
+    let layer = BoundedQueueLayer::new(100).adaptive(
+        Adaptive::aimd()
+            .floor(8)
+            .ceiling(2)
+            .backoff(f64::NAN)
+            .tolerance(-3.0),
+    );
+    let handle = layer.handle();
+    assert_eq!(
+        handle.adaptive(),
+        Some(
+            &Adaptive::aimd()
+                .floor(2)
+                .ceiling(8)
+                .backoff(0.9)
+                .tolerance(1.0)
+        )
+    );
+    assert_eq!(handle.concurrency_limit(), 8, "100 clamped to the ceiling");
+    let mut svc = layer.layer(failing());
+    let mut outcomes = 0;
+    for expected in [7, 6, 5, 4, 3, 2, 2] {
+        assert!(svc.ready().await.unwrap().call(1).await.is_err());
+        outcomes += 1;
+        assert_eq!(handle.concurrency_limit(), expected, "backoff 0.9, floor 2");
+    }
+    assert_eq!(outcomes, 7);
+
+    // Out-of-range factors and sizes are clamped: backoff to [0, 0.99], the ceiling to 2^30.
+    let layer = BoundedQueueLayer::new(usize::MAX)
+        .adaptive(Adaptive::aimd().ceiling(usize::MAX).backoff(7.0));
+    let handle = layer.handle();
+    assert_eq!(handle.concurrency_limit(), 1 << 30);
+    assert_eq!(
+        handle.adaptive(),
+        Some(&Adaptive::aimd().ceiling(1 << 30).backoff(0.99))
+    );
+    let mut svc = layer.layer(failing());
+    assert!(svc.ready().await.unwrap().call(1).await.is_err());
+    assert_eq!(handle.concurrency_limit(), 1_063_004_405, "2^30 * 0.99");
+    let layer = BoundedQueueLayer::new(50).adaptive(Adaptive::aimd().backoff(1.5));
+    let handle = layer.handle();
+    let mut svc = layer.layer(failing());
+    assert!(svc.ready().await.unwrap().call(1).await.is_err());
+    assert_eq!(
+        handle.concurrency_limit(),
+        49,
+        "backoff 0.99: 49.5 rounded down"
+    );
+    let layer = BoundedQueueLayer::new(50).adaptive(
+        Adaptive::aimd()
+            .floor(3)
+            .backoff(-1.0)
+            .tolerance(f64::INFINITY),
+    );
+    let handle = layer.handle();
+    let mut svc = layer.layer(failing());
+    assert!(svc.ready().await.unwrap().call(1).await.is_err());
+    assert_eq!(
+        handle.concurrency_limit(),
+        3,
+        "backoff 0: straight to the floor"
+    );
+
+    // A zero latency threshold: every answer is slow, the limit sits at the floor, and the
+    // queue still serves.
+    let layer =
+        BoundedQueueLayer::new(4).adaptive(Adaptive::aimd().floor(1).max_latency(Duration::ZERO));
+    let handle = layer.handle();
+    let mut svc = layer.layer(tower::service_fn(|n: u32| async move {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        Ok::<_, Infallible>(n)
+    }));
+    let mut served = 0;
+    for n in 0..5 {
+        assert_eq!(svc.ready().await.unwrap().call(n).await.unwrap(), n);
+        served += 1;
+    }
+    assert_eq!(served, 5);
+    assert_eq!(handle.concurrency_limit(), 1);
+}

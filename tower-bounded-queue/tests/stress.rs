@@ -2,7 +2,9 @@
 //! runtime): many tasks calling, cancelling at random points (before the first poll, while
 //! waiting, while running), timing out and being dropped as oldest, with the invariants
 //! `depth <= capacity` and `in_flight <= concurrency` checked after every step and inside the
-//! inner service. Bounded in count.
+//! inner service. Bounded in count. The last case adds an adaptive limit between 1 and
+//! `CONCURRENCY` that moves all the while (answers over 100 µs count as slow), exercising the
+//! retired slots of a shrinking limit and the waiters a growing one admits.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -10,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tower::{Service, service_fn};
-use tower_bounded_queue::{BoundedQueueLayer, Overflow, QueueHandle};
+use tower_bounded_queue::{Adaptive, BoundedQueueLayer, Overflow, QueueHandle};
 use tower_layer::Layer;
 
 const CONCURRENCY: usize = 3;
@@ -34,13 +36,22 @@ fn check(handle: &QueueHandle) {
     );
 }
 
-async fn run(overflow: Overflow, max_wait: Option<Duration>) {
+async fn run(overflow: Overflow, max_wait: Option<Duration>, adaptive: bool) {
     let inside = Arc::new(AtomicUsize::new(0));
     let mut layer = BoundedQueueLayer::new(CONCURRENCY)
         .capacity(CAPACITY)
         .overflow(overflow);
     if let Some(max_wait) = max_wait {
         layer = layer.max_wait(max_wait);
+    }
+    if adaptive {
+        layer = layer.adaptive(
+            Adaptive::aimd()
+                .floor(1)
+                .ceiling(CONCURRENCY)
+                .backoff(0.5)
+                .max_latency(Duration::from_micros(100)),
+        );
     }
     let handle = layer.handle();
     let svc = layer.layer(service_fn({
@@ -111,11 +122,14 @@ async fn run(overflow: Overflow, max_wait: Option<Duration>) {
         })
         .collect();
 
+    let lowest_limit = Arc::new(AtomicUsize::new(CONCURRENCY));
     let monitor = {
         let handle = handle.clone();
+        let lowest_limit = lowest_limit.clone();
         tokio::spawn(async move {
             loop {
                 check(&handle);
+                lowest_limit.fetch_min(handle.concurrency_limit(), Ordering::Relaxed);
                 tokio::task::yield_now().await;
             }
         })
@@ -136,6 +150,12 @@ async fn run(overflow: Overflow, max_wait: Option<Duration>) {
         "no leaked slot or place"
     );
     assert_eq!(inside.load(Ordering::SeqCst), 0);
+    if adaptive {
+        assert!(
+            lowest_limit.load(Ordering::Relaxed) < CONCURRENCY,
+            "the adaptive limit moved"
+        );
+    }
     // Still serving afterwards.
     let mut svc = svc;
     assert_eq!(svc.call(7).await.unwrap(), 7);
@@ -143,15 +163,20 @@ async fn run(overflow: Overflow, max_wait: Option<Duration>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reject_newest_under_random_cancellation() {
-    run(Overflow::RejectNewest, None).await;
+    run(Overflow::RejectNewest, None, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_oldest_under_random_cancellation() {
-    run(Overflow::DropOldest, None).await;
+    run(Overflow::DropOldest, None, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_wait_under_random_cancellation() {
-    run(Overflow::DropOldest, Some(Duration::from_micros(50))).await;
+    run(Overflow::DropOldest, Some(Duration::from_micros(50)), false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adaptive_limit_under_random_cancellation() {
+    run(Overflow::DropOldest, Some(Duration::from_micros(50)), true).await;
 }

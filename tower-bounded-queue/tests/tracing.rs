@@ -85,3 +85,37 @@ async fn a_wait_and_a_rejection_are_debug_events_and_rejections_are_summarised_a
     // tracing orders levels by verbosity: DEBUG > INFO > WARN.
     assert!(ours.iter().all(|e| e.level != Level::INFO), "{ours:#?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_change_of_an_adaptive_limit_is_a_debug_event() {
+    use tower::{Layer, Service, ServiceExt};
+    use tower_bounded_queue::Adaptive;
+
+    let (log, events) = EventLog::new();
+    let _guard = tracing::subscriber::set_default(log);
+    let layer = BoundedQueueLayer::new(8)
+        .name("pool")
+        .adaptive(Adaptive::aimd().backoff(0.5));
+    let mut svc = layer.layer(tower::service_fn(|fail: bool| async move {
+        if fail { Err("down") } else { Ok(()) }
+    }));
+    let mut outcomes = 0;
+    for fail in [false, true, false] {
+        let _ = svc.ready().await.unwrap().call(fail).await;
+        outcomes += 1;
+    }
+    assert_eq!(outcomes, 3);
+    let events = events.take();
+    let changes: Vec<&Recorded> = events
+        .iter()
+        .filter(|e| e.message == "concurrency limit changed")
+        .collect();
+    assert_eq!(changes.len(), 1, "{events:#?}");
+    let change = changes[0];
+    assert_eq!(change.level, Level::DEBUG);
+    assert_eq!(change.target, "tower_bounded_queue");
+    assert_eq!(change.field("queue"), Some("pool"));
+    assert_eq!(change.field("from"), Some("8"));
+    assert_eq!(change.field("to"), Some("4"));
+    assert_eq!(change.field("cause"), Some("failed"));
+}
