@@ -1,5 +1,7 @@
 //! The queue against tower's usual admission stacks, with the same trivial inner service:
-//! `LoadShed<Buffer<_>>` (buffer 1024) and `LoadShed<ConcurrencyLimit<_>>`.
+//! `LoadShed<Buffer<_>>` (buffer 1024) and `LoadShed<ConcurrencyLimit<_>>`; and with an adaptive
+//! limit (`Adaptive::aimd()`, starting at 64) against `tower-resilience-adaptive`'s AIMD limiter
+//! (initial 64, the same bounds).
 //!
 //! `cargo bench -p tower-bounded-queue --bench queue -- --warm-up-time 1 --measurement-time 3`
 //!
@@ -18,8 +20,9 @@ use tower::buffer::Buffer;
 use tower::limit::ConcurrencyLimit;
 use tower::load_shed::LoadShed;
 use tower::{Service, ServiceExt};
-use tower_bounded_queue::BoundedQueueLayer;
+use tower_bounded_queue::{Adaptive, BoundedQueueLayer};
 use tower_layer::Layer;
+use tower_resilience_adaptive::{AdaptiveLimiterLayer, Aimd};
 
 /// The trivial inner service every stack wraps.
 #[derive(Clone, Copy)]
@@ -100,6 +103,22 @@ fn bench(c: &mut Criterion) {
     let ours_queueing = BoundedQueueLayer::new(8).capacity(1000).layer(Echo);
     let shed_limit = LoadShed::new(ConcurrencyLimit::new(Echo, 64));
     let shed_buffer = LoadShed::new(Buffer::new(Echo, 1024));
+    // Adaptive limits: both start at 64 and move within [1, 1000]. tower-resilience's waits in
+    // `poll_ready` for a permit (it never rejects); its latency threshold is absolute.
+    let ours_adaptive = BoundedQueueLayer::new(64)
+        .capacity(1000)
+        .adaptive(Adaptive::aimd().floor(1).ceiling(1000))
+        .layer(Echo);
+    let resilience_adaptive = AdaptiveLimiterLayer::new(
+        Aimd::builder()
+            .initial_limit(64)
+            .min_limit(1)
+            .max_limit(1000)
+            .latency_threshold(Duration::from_millis(100))
+            .build()
+            .unwrap(),
+    )
+    .layer(Echo);
 
     let mut group = c.benchmark_group("sequential");
     group.bench_function("inner", |b| {
@@ -129,6 +148,8 @@ fn bench(c: &mut Criterion) {
         };
     }
     sequential!("bounded_queue", ours);
+    sequential!("bounded_queue_adaptive", ours_adaptive);
+    sequential!("tower_resilience_adaptive", resilience_adaptive);
     sequential!("load_shed_concurrency_limit", shed_limit);
     sequential!("load_shed_buffer_1024", shed_buffer);
     group.finish();
@@ -150,6 +171,18 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("concurrent_64");
     concurrent!(group, "concurrent_64", "inner", Echo);
     concurrent!(group, "concurrent_64", "bounded_queue", ours);
+    concurrent!(
+        group,
+        "concurrent_64",
+        "bounded_queue_adaptive",
+        ours_adaptive
+    );
+    concurrent!(
+        group,
+        "concurrent_64",
+        "tower_resilience_adaptive",
+        resilience_adaptive
+    );
     concurrent!(
         group,
         "concurrent_64",
