@@ -108,6 +108,13 @@ impl CircuitOpen {
     pub fn retry_after(&self) -> Duration {
         self.retry_after
     }
+
+    /// [`retry_after`](Self::retry_after) in whole seconds, rounded up: the value of a
+    /// `Retry-After` header, which never tells a caller to come back too early.
+    pub fn retry_after_secs(&self) -> u64 {
+        let wait = self.retry_after;
+        wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+    }
 }
 
 impl fmt::Display for CircuitOpen {

@@ -141,18 +141,8 @@ where
 /// 503 (gRPC 14) with `Retry-After` (the breaker's time left, rounded up to whole seconds):
 /// the provider's breaker is open and the call was not sent.
 fn circuit_open_response(provider: &str, open: &CircuitOpen, grpc: bool) -> Response {
-    let wait = open.retry_after();
-    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     let mut response = if grpc {
-        let mut response = Response::new(Body::empty());
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/grpc"),
-        );
-        headers.insert("grpc-status", HeaderValue::from_static("14"));
-        headers.insert("grpc-message", HeaderValue::from_static("circuit open"));
-        response
+        grpc_unavailable("circuit open")
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -160,9 +150,23 @@ fn circuit_open_response(provider: &str, open: &CircuitOpen, grpc: bool) -> Resp
         )
             .into_response()
     };
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(open.retry_after_secs()),
+    );
     response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+}
+
+/// A gRPC trailers-only answer with status 14 UNAVAILABLE and `message`.
+fn grpc_unavailable(message: &'static str) -> Response {
+    let mut response = Response::new(Body::empty());
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert("grpc-status", HeaderValue::from_static("14"));
+    headers.insert("grpc-message", HeaderValue::from_static(message));
     response
 }
 
@@ -195,18 +199,7 @@ fn error_response(provider: &str, error: &BoxError, grpc: bool) -> Response {
         )
             .into_response();
     }
-    let mut response = Response::new(Body::empty());
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc"),
-    );
-    headers.insert("grpc-status", HeaderValue::from_static("14"));
-    headers.insert(
-        "grpc-message",
-        HeaderValue::from_static("upstream call failed"),
-    );
-    response
+    grpc_unavailable("upstream call failed")
 }
 
 #[cfg(test)]

@@ -277,10 +277,11 @@ where
 fn open_response<B: Default>(open: &CircuitOpen) -> Response<B> {
     let mut response = Response::new(B::default());
     *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-    let wait = open.retry_after();
-    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     let headers = response.headers_mut();
-    headers.insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
+    headers.insert(
+        http::header::RETRY_AFTER,
+        HeaderValue::from(open.retry_after_secs()),
+    );
     headers.insert(crate::X_OVERLOADED, HeaderValue::from_static("true"));
     response
 }
