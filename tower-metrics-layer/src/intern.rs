@@ -40,10 +40,7 @@ impl Interner {
         let table = Table::new(seed.len().saturating_add(max_new));
         for value in seed {
             let _ = table.get_or_insert(value.as_str(), || {
-                (
-                    value.clone().into_boxed_str(),
-                    StringValue::from(value.clone()),
-                )
+                (value.clone().into_boxed_str(), shared_value(&value))
             });
         }
         Self {
@@ -95,7 +92,7 @@ impl Interner {
             return None;
         }
         self.table
-            .get_or_insert(raw, || (raw.into(), StringValue::from(raw.to_owned())))
+            .get_or_insert(raw, || (raw.into(), shared_value(raw)))
             .map(|(id, _)| id)
     }
 
@@ -111,6 +108,12 @@ impl Interner {
     fn admitted(&self) -> usize {
         self.len() - self.seeded
     }
+}
+
+/// An attribute value whose clones share one allocation: a label handed out per series or
+/// per `LabelGuard::label` call must not copy the string each time.
+fn shared_value(value: &str) -> StringValue {
+    StringValue::from(std::sync::Arc::<str>::from(value))
 }
 
 impl std::fmt::Debug for Interner {
