@@ -20,7 +20,7 @@ use tower::buffer::Buffer;
 use tower::limit::ConcurrencyLimit;
 use tower::load_shed::LoadShed;
 use tower::{Service, ServiceExt};
-use tower_bounded_queue::{Adaptive, BoundedQueueLayer};
+use tower_bounded_queue::{Adaptive, BoundedQueueBuilder, BoundedQueueLayer};
 use tower_layer::Layer;
 use tower_resilience_adaptive::{AdaptiveLimiterLayer, Aimd};
 
@@ -99,15 +99,22 @@ fn bench(c: &mut Criterion) {
     let _guard = rt.enter();
     let stats: Stats = Arc::default();
 
-    let ours = BoundedQueueLayer::new(64).capacity(1000).layer(Echo);
-    let ours_queueing = BoundedQueueLayer::new(8).capacity(1000).layer(Echo);
+    let ours = BoundedQueueBuilder::new(64)
+        .capacity(1000)
+        .build()
+        .layer(Echo);
+    let ours_queueing = BoundedQueueBuilder::new(8)
+        .capacity(1000)
+        .build()
+        .layer(Echo);
     let shed_limit = LoadShed::new(ConcurrencyLimit::new(Echo, 64));
     let shed_buffer = LoadShed::new(Buffer::new(Echo, 1024));
     // Adaptive limits: both start at 64 and move within [1, 1000]. tower-resilience's waits in
     // `poll_ready` for a permit (it never rejects); its latency threshold is absolute.
-    let ours_adaptive = BoundedQueueLayer::new(64)
+    let ours_adaptive = BoundedQueueBuilder::new(64)
         .capacity(1000)
         .adaptive(Adaptive::aimd().floor(1).ceiling(1000))
+        .build()
         .layer(Echo);
     let resilience_adaptive = AdaptiveLimiterLayer::new(
         Aimd::builder()
@@ -204,8 +211,14 @@ fn bench(c: &mut Criterion) {
         tokio::task::yield_now().await;
         Ok::<_, Infallible>(request)
     });
-    let ours = BoundedQueueLayer::new(64).capacity(1000).layer(yielding);
-    let ours_queueing = BoundedQueueLayer::new(8).capacity(1000).layer(yielding);
+    let ours = BoundedQueueBuilder::new(64)
+        .capacity(1000)
+        .build()
+        .layer(yielding);
+    let ours_queueing = BoundedQueueBuilder::new(8)
+        .capacity(1000)
+        .build()
+        .layer(yielding);
     let shed_limit = LoadShed::new(ConcurrencyLimit::new(yielding, 64));
     let shed_buffer = LoadShed::new(Buffer::new(yielding, 1024));
     let mut g = c.benchmark_group("concurrent_64_yielding");
@@ -233,7 +246,7 @@ fn bench(c: &mut Criterion) {
 
     // The cost of saying no: the only slot is taken and nobody may wait.
     let mut group = c.benchmark_group("rejection");
-    let layer = BoundedQueueLayer::new(1).capacity(0);
+    let layer = BoundedQueueBuilder::new(1).capacity(0).build();
     let mut full = layer.layer(Echo);
     let _held = full.call(0);
     group.bench_function("bounded_queue", |b| {

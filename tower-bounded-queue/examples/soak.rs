@@ -14,7 +14,7 @@ use axum::routing::get;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use tower_bounded_queue::BoundedQueueLayer;
+use tower_bounded_queue::{BoundedQueueBuilder, BoundedQueueLayer};
 
 const CONCURRENCY: usize = 8;
 const CAPACITY: usize = 32;
@@ -40,9 +40,10 @@ async fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(20);
-    let layer = BoundedQueueLayer::new(CONCURRENCY)
+    let layer = BoundedQueueBuilder::new(CONCURRENCY)
         .capacity(CAPACITY)
         .name("soak")
+        .build()
         .http();
     let handle = layer.handle();
     let app = Router::new()

@@ -237,6 +237,7 @@ impl Shared {
                         capacity,
                         waiting,
                         OverloadReason::Closed,
+                        self.config.retry_after,
                     ));
                 }
                 let next = if waiting == 0 && current & IN_FLIGHT_MASK < limit {
@@ -257,7 +258,12 @@ impl Shared {
                         slot: Some(slot),
                     });
                 } else {
-                    break Slow::Rejected(Overloaded::new(capacity, waiting, OverloadReason::Full));
+                    break Slow::Rejected(Overloaded::new(
+                        capacity,
+                        waiting,
+                        OverloadReason::Full,
+                        self.config.retry_after,
+                    ));
                 };
                 match self.state.compare_exchange(
                     current,
@@ -313,7 +319,12 @@ impl Shared {
             OverloadReason::Closed => Reason::Closed,
             _ => Reason::Full,
         });
-        Some(Overloaded::new(capacity, waiting, reason))
+        Some(Overloaded::new(
+            capacity,
+            waiting,
+            reason,
+            self.config.retry_after,
+        ))
     }
 
     /// Frees a slot: hands it to the oldest waiter, or gives it back if nobody waits or the limit

@@ -28,7 +28,13 @@ pub(crate) struct Config {
     pub(crate) meter: Option<Meter>,
     /// Clamped when set.
     pub(crate) adaptive: Option<Adaptive>,
+    /// Carried by every rejection; `None` (a zero setting) leaves `Retry-After` out.
+    pub(crate) retry_after: Option<Duration>,
 }
+
+/// The default `Retry-After` of a rejection: long enough to let a burst pass, short enough that
+/// a caller does not wait longer than the burst.
+pub(crate) const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 impl Config {
     pub(crate) fn new(concurrency: usize) -> Self {
@@ -41,6 +47,7 @@ impl Config {
             name: Cow::Borrowed("default"),
             meter: None,
             adaptive: None,
+            retry_after: Some(DEFAULT_RETRY_AFTER),
         }
     }
 }

@@ -2,7 +2,11 @@
 //! [`tower::BoxError`](https://docs.rs/tower/latest/tower/type.BoxError.html).
 
 use std::fmt;
+use std::sync::Once;
 use std::time::Duration;
+
+use http::StatusCode;
+use tower_reliability_core::grpc_code;
 
 /// Why a request was turned away without being queued (or was pushed out of the queue).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -44,14 +48,22 @@ pub struct Overloaded {
     capacity: usize,
     depth: usize,
     reason: OverloadReason,
+    retry_after: Option<Duration>,
 }
 
 impl Overloaded {
-    pub(crate) fn new(capacity: usize, depth: usize, reason: OverloadReason) -> Self {
+    pub(crate) fn new(
+        capacity: usize,
+        depth: usize,
+        reason: OverloadReason,
+        retry_after: Option<Duration>,
+    ) -> Self {
+        register();
         Self {
             capacity,
             depth,
             reason,
+            retry_after,
         }
     }
 
@@ -95,17 +107,43 @@ impl fmt::Display for Overloaded {
 
 impl std::error::Error for Overloaded {}
 
+/// 503 with `Retry-After` ([`BoundedQueueBuilder::retry_after`](crate::BoundedQueueBuilder::retry_after))
+/// and `x-overloaded`; gRPC `UNAVAILABLE` (14) with `grpc-retry-pushback-ms`.
+impl tower_reliability_core::Rejection for Overloaded {
+    fn http_status(&self) -> StatusCode {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+
+    fn grpc_code(&self) -> u8 {
+        grpc_code::UNAVAILABLE
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+
+    fn overloaded(&self) -> bool {
+        true
+    }
+}
+
 /// The request waited in the queue for the configured maximum and left without reaching the
 /// inner service.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QueueTimeout {
     waited: Duration,
     max: Duration,
+    retry_after: Option<Duration>,
 }
 
 impl QueueTimeout {
-    pub(crate) fn new(waited: Duration, max: Duration) -> Self {
-        Self { waited, max }
+    pub(crate) fn new(waited: Duration, max: Duration, retry_after: Option<Duration>) -> Self {
+        register();
+        Self {
+            waited,
+            max,
+            retry_after,
+        }
     }
 
     /// How long the request waited.
@@ -131,6 +169,35 @@ impl fmt::Display for QueueTimeout {
 
 impl std::error::Error for QueueTimeout {}
 
+/// Answered like [`Overloaded`]: the queue shed the request after it waited too long.
+impl tower_reliability_core::Rejection for QueueTimeout {
+    fn http_status(&self) -> StatusCode {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+
+    fn grpc_code(&self) -> u8 {
+        grpc_code::UNAVAILABLE
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+
+    fn overloaded(&self) -> bool {
+        true
+    }
+}
+
+/// Makes `tower_reliability_core::error_response` recognise the queue's errors; called by each
+/// error's constructor.
+fn register() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        tower_reliability_core::register::<Overloaded>();
+        tower_reliability_core::register::<QueueTimeout>();
+    });
+}
+
 /// Why the queue answered a request itself instead of handing it to the inner service.
 #[derive(Debug)]
 pub(crate) enum Rejection {
@@ -141,6 +208,16 @@ pub(crate) enum Rejection {
 }
 
 impl Rejection {
+    /// The reason as the family's answer protocol sees it.
+    pub(crate) fn as_answer(&self) -> &dyn tower_reliability_core::Rejection {
+        match self {
+            Rejection::Overloaded(e) => e,
+            Rejection::Timeout(e) => e,
+            #[cfg(feature = "deadline")]
+            Rejection::Deadline(e) => e,
+        }
+    }
+
     pub(crate) fn into_box(self) -> Box<dyn std::error::Error + Send + Sync> {
         match self {
             Rejection::Overloaded(e) => Box::new(e),
@@ -158,22 +235,24 @@ mod tests {
     #[test]
     fn messages_carry_the_numbers() {
         assert_eq!(
-            Overloaded::new(4, 4, OverloadReason::Full).to_string(),
+            Overloaded::new(4, 4, OverloadReason::Full, None).to_string(),
             "overloaded: queue full (4 of 4 waiting)"
         );
         assert_eq!(
-            QueueTimeout::new(Duration::from_millis(1500), Duration::from_secs(1)).to_string(),
+            QueueTimeout::new(Duration::from_millis(1500), Duration::from_secs(1), None)
+                .to_string(),
             "waited 1.5s in the queue, the maximum is 1s"
         );
     }
 
     #[test]
     fn boxed_errors_downcast() {
-        let boxed = Rejection::Overloaded(Overloaded::new(1, 1, OverloadReason::Closed)).into_box();
+        let boxed =
+            Rejection::Overloaded(Overloaded::new(1, 1, OverloadReason::Closed, None)).into_box();
         let e = boxed.downcast_ref::<Overloaded>().unwrap();
         assert_eq!(e.reason(), OverloadReason::Closed);
         let boxed =
-            Rejection::Timeout(QueueTimeout::new(Duration::ZERO, Duration::ZERO)).into_box();
+            Rejection::Timeout(QueueTimeout::new(Duration::ZERO, Duration::ZERO, None)).into_box();
         assert!(boxed.is::<QueueTimeout>());
     }
 }

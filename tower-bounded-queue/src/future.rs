@@ -11,8 +11,12 @@ use std::task::{Context, Poll, ready};
 #[cfg(feature = "deadline")]
 use std::time::Duration;
 
+use std::marker::PhantomData;
+
+use http::{HeaderName, HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
+use tower_reliability_core::{ErrorMode, HttpMode, Protocol, ResponseBody, answer};
 use tower_service::Service;
 
 use crate::BoxError;
@@ -193,6 +197,7 @@ fn left(shared: &Shared, since: Instant, deadline: Option<Instant>) -> Rejection
     Rejection::Timeout(QueueTimeout::new(
         now.saturating_duration_since(since),
         shared.config.max_wait.unwrap_or_default(),
+        shared.config.retry_after,
     ))
 }
 
@@ -202,6 +207,7 @@ fn dropped_oldest(shared: &Shared) -> Rejection {
         capacity,
         capacity,
         OverloadReason::DroppedOldest,
+        shared.config.retry_after,
     ))
 }
 
@@ -306,28 +312,41 @@ where
 pin_project! {
     /// Response future of [`BoundedQueue`](crate::BoundedQueue).
     ///
-    /// Resolves to the inner service's response, the inner error (boxed, unchanged), or one of
-    /// the queue's errors: [`Overloaded`], [`QueueTimeout`] or, with the `deadline` feature,
-    /// `tower_deadline::DeadlineExceeded`.
-    pub struct ResponseFuture<S, Req>
+    /// In [`ErrorMode`] it resolves to the inner service's response, the inner error (boxed,
+    /// unchanged), or one of the queue's errors: [`Overloaded`], [`QueueTimeout`] or, with the
+    /// `deadline` feature, `tower_deadline::DeadlineExceeded`. In [`HttpMode`] the queue's
+    /// errors are answered instead.
+    pub struct ResponseFuture<S, Req, M = ErrorMode>
     where
         S: Service<Req>,
     {
         #[pin]
         inner: Admit<S, Req>,
+        protocol: Protocol,
+        status: Option<(HeaderName, Arc<Shared>)>,
+        _mode: PhantomData<fn() -> M>,
     }
 }
 
-impl<S, Req> ResponseFuture<S, Req>
+impl<S, Req, M> ResponseFuture<S, Req, M>
 where
     S: Service<Req>,
 {
-    pub(crate) fn new(inner: Admit<S, Req>) -> Self {
-        Self { inner }
+    pub(crate) fn new(
+        inner: Admit<S, Req>,
+        protocol: Protocol,
+        status: Option<(HeaderName, Arc<Shared>)>,
+    ) -> Self {
+        Self {
+            inner,
+            protocol,
+            status,
+            _mode: PhantomData,
+        }
     }
 }
 
-impl<S, Req> Future for ResponseFuture<S, Req>
+impl<S, Req> Future for ResponseFuture<S, Req, ErrorMode>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
@@ -343,11 +362,36 @@ where
     }
 }
 
-impl<S, Req> std::fmt::Debug for ResponseFuture<S, Req>
+impl<S, ReqBody, ResBody> Future for ResponseFuture<S, Request<ReqBody>, HttpMode>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = match ready!(this.inner.poll(cx)) {
+            Ok(Ok(response)) => response.map(ResponseBody::inner),
+            Ok(Err(error)) => return Poll::Ready(Err(error)),
+            Err(rejection) => answer(rejection.as_answer(), *this.protocol),
+        };
+        if let Some((name, shared)) = this.status.as_ref() {
+            response.headers_mut().insert(
+                name.clone(),
+                HeaderValue::from_static(shared.status().as_str()),
+            );
+        }
+        Poll::Ready(Ok(response))
+    }
+}
+
+impl<S, Req, M> std::fmt::Debug for ResponseFuture<S, Req, M>
 where
     S: Service<Req>,
 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+        f.debug_struct("ResponseFuture")
+            .field("protocol", &self.protocol)
+            .finish_non_exhaustive()
     }
 }

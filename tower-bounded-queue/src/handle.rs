@@ -10,9 +10,10 @@ use crate::status::QueueStatus;
 /// Cheap to clone; reading the counts is a single atomic load.
 ///
 /// ```
-/// use tower_bounded_queue::{BoundedQueueLayer, QueueStatus};
+/// use tower_bounded_queue::{BoundedQueueBuilder, BoundedQueueLayer, QueueStatus};
 ///
-/// let layer = BoundedQueueLayer::new(8).capacity(100).name("cpu");
+/// let layer = BoundedQueueBuilder::new(8).capacity(100).name("cpu")
+/// .build();
 /// let handle = layer.handle();
 /// assert_eq!(handle.capacity(), 100);
 /// assert_eq!(handle.concurrency(), 8);

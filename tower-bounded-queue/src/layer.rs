@@ -1,11 +1,15 @@
-//! [`BoundedQueueLayer`]: configuration, and the queue every service it builds shares.
+//! [`BoundedQueueBuilder`] (settings) and [`BoundedQueueLayer`] (the queue every service it
+//! builds shares).
 
 use std::borrow::Cow;
-use std::sync::{Arc, OnceLock};
+use std::marker::PhantomData;
+use std::sync::Arc;
 use std::time::Duration;
 
+use http::HeaderName;
 use opentelemetry::metrics::Meter;
 use tower_layer::Layer;
+use tower_reliability_core::{ErrorMode, HttpMode};
 
 use crate::adaptive::Adaptive;
 use crate::admission::Shared;
@@ -27,77 +31,76 @@ pub enum Overflow {
     DropOldest,
 }
 
-/// Applies admission control: at most `concurrency` requests inside the inner service, at most
-/// `capacity` (default 1000) waiting, the rest rejected at once.
+/// Settings of a queue; [`build`](Self::build) creates the queue, once.
 ///
-/// One layer is one queue: every service it builds (and every clone of the layer) shares the
-/// same counts, so stacking it per connection still limits the whole server. Configure it first,
-/// then take [`handle`](Self::handle)s or build services; a setter called afterwards starts a new,
-/// separate queue.
-///
-/// Invalid values are clamped, never a later panic: `concurrency` to at least 1, `concurrency`
-/// and `capacity` to at most 2^30. A capacity of 0 means no waiting (pure load shedding).
+/// Every setter follows the family's one rule: out-of-range values are clamped to the
+/// documented bounds, never rejected later, never ignored. `concurrency` is clamped to at least
+/// 1, `concurrency` and `capacity` to at most 2^30. A capacity of 0 means no waiting (pure load
+/// shedding).
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_bounded_queue::{BoundedQueueLayer, Overflow};
+/// use tower_bounded_queue::{BoundedQueueBuilder, Overflow};
 ///
-/// let layer = BoundedQueueLayer::new(64)
+/// let layer = BoundedQueueBuilder::new(64)
 ///     .capacity(1000)
 ///     .overflow(Overflow::DropOldest)
 ///     .max_wait(Duration::from_secs(2))
-///     .name("cpu");
+///     .name("cpu")
+///     .build();
 /// let handle = layer.handle();
 /// assert_eq!(handle.capacity(), 1000);
 /// ```
 #[derive(Clone)]
-pub struct BoundedQueueLayer {
+pub struct BoundedQueueBuilder {
     config: Config,
-    shared: Arc<OnceLock<Arc<Shared>>>,
 }
 
-impl BoundedQueueLayer {
+impl BoundedQueueBuilder {
     /// A queue letting `concurrency` requests into the inner service at once, with the defaults:
-    /// capacity 1000, reject the newest when full, no maximum wait, name `default`, the global
-    /// meter `tower-bounded-queue`.
+    /// capacity 1000, reject the newest when full, no maximum wait, `Retry-After` 1 s, name
+    /// `default`, the global meter `tower-bounded-queue`.
     pub fn new(concurrency: usize) -> Self {
-        Self::from_config(Config::new(concurrency))
-    }
-
-    fn from_config(config: Config) -> Self {
         Self {
-            config,
-            shared: Arc::new(OnceLock::new()),
+            config: Config::new(concurrency),
         }
     }
 
-    fn update(mut self, f: impl FnOnce(&mut Config)) -> Self {
-        f(&mut self.config);
-        Self::from_config(self.config)
-    }
-
     /// How many requests may wait for a slot (default 1000; clamped to at most 2^30).
-    pub fn capacity(self, capacity: usize) -> Self {
-        self.update(|c| c.capacity = capacity.min(MAX_LIMIT))
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.config.capacity = capacity.min(MAX_LIMIT);
+        self
     }
 
     /// What happens when the queue is full (default [`Overflow::RejectNewest`]).
-    pub fn overflow(self, overflow: Overflow) -> Self {
-        self.update(|c| c.drop_oldest = overflow == Overflow::DropOldest)
+    pub fn overflow(mut self, overflow: Overflow) -> Self {
+        self.config.drop_oldest = overflow == Overflow::DropOldest;
+        self
     }
 
     /// The longest a request may wait; past it, it leaves with
     /// [`QueueTimeout`](crate::QueueTimeout). Default: no limit (the request's deadline, with the
     /// `deadline` feature, still applies).
-    pub fn max_wait(self, max_wait: Duration) -> Self {
-        self.update(|c| c.max_wait = Some(max_wait))
+    pub fn max_wait(mut self, max_wait: Duration) -> Self {
+        self.config.max_wait = Some(max_wait);
+        self
+    }
+
+    /// The wait every rejection suggests to its caller ([`Overloaded::retry_after`]): HTTP
+    /// `Retry-After` in whole seconds, rounded up, or gRPC `grpc-retry-pushback-ms` (default 1 s;
+    /// zero leaves both out).
+    ///
+    /// [`Overloaded::retry_after`]: tower_reliability_core::Rejection::retry_after
+    pub fn retry_after(mut self, after: Duration) -> Self {
+        self.config.retry_after = (!after.is_zero()).then_some(after);
+        self
     }
 
     /// The queue's name, the `tower.queue.name` attribute of every instrument (default
     /// `default`). Use one per pool, e.g. `cpu` and `io`.
-    pub fn name(self, name: impl Into<Cow<'static, str>>) -> Self {
-        let name = name.into();
-        self.update(|c| c.name = name)
+    pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.config.name = name.into();
+        self
     }
 
     /// Moves the concurrency limit between a floor and a ceiling by AIMD on the latency and the
@@ -106,42 +109,47 @@ impl BoundedQueueLayer {
     /// [`Adaptive`] documents.
     ///
     /// ```
-    /// use tower_bounded_queue::{Adaptive, BoundedQueueLayer};
+    /// use tower_bounded_queue::{Adaptive, BoundedQueueBuilder};
     ///
-    /// let layer = BoundedQueueLayer::new(16)
+    /// let layer = BoundedQueueBuilder::new(16)
     ///     .capacity(500)
-    ///     .adaptive(Adaptive::aimd().floor(4).ceiling(256));
+    ///     .adaptive(Adaptive::aimd().floor(4).ceiling(256))
+    ///     .build();
     /// assert_eq!(layer.handle().concurrency_limit(), 16);
     /// ```
-    pub fn adaptive(self, adaptive: Adaptive) -> Self {
-        self.update(|c| c.adaptive = Some(adaptive.clamped(MAX_LIMIT)))
+    pub fn adaptive(mut self, adaptive: Adaptive) -> Self {
+        self.config.adaptive = Some(adaptive.clamped(MAX_LIMIT));
+        self
     }
 
     /// Records on this meter instead of the global meter named `tower-bounded-queue`.
-    pub fn meter(self, meter: &Meter) -> Self {
-        self.update(|c| c.meter = Some(meter.clone()))
+    pub fn meter(mut self, meter: &Meter) -> Self {
+        self.config.meter = Some(meter.clone());
+        self
     }
 
     /// Queue fill fractions at which [`status`](crate::QueueHandle::status) turns degraded and
     /// overloaded (default 0.5 and 0.8; critical is always "full"). Values are clamped to
     /// `[0, 1]` and ordered; NaN means the default.
-    pub fn status_thresholds(self, degraded: f64, overloaded: f64) -> Self {
-        self.update(|c| c.thresholds = Thresholds::new(degraded, overloaded))
+    pub fn status_thresholds(mut self, degraded: f64, overloaded: f64) -> Self {
+        self.config.thresholds = Thresholds::new(degraded, overloaded);
+        self
     }
 
-    /// A handle on this layer's queue.
-    pub fn handle(&self) -> QueueHandle {
-        QueueHandle::new(Arc::clone(self.shared()))
-    }
-
-    pub(crate) fn shared(&self) -> &Arc<Shared> {
-        self.shared.get_or_init(|| Shared::new(self.config.clone()))
+    /// Creates the queue: the one place its state (counts, waiters, instruments) is made. Every
+    /// service the layer builds, and every clone of the layer, shares it.
+    pub fn build(self) -> BoundedQueueLayer {
+        BoundedQueueLayer {
+            shared: Shared::new(self.config),
+            status_header: None,
+            _mode: PhantomData,
+        }
     }
 }
 
-impl std::fmt::Debug for BoundedQueueLayer {
+impl std::fmt::Debug for BoundedQueueBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BoundedQueueLayer")
+        f.debug_struct("BoundedQueueBuilder")
             .field("concurrency", &self.config.concurrency)
             .field("capacity", &self.config.capacity)
             .field("drop_oldest", &self.config.drop_oldest)
@@ -152,10 +160,90 @@ impl std::fmt::Debug for BoundedQueueLayer {
     }
 }
 
-impl<S> Layer<S> for BoundedQueueLayer {
-    type Service = BoundedQueue<S>;
+/// Applies admission control: at most `concurrency` requests inside the inner service, at most
+/// `capacity` (default 1000) waiting, the rest rejected at once.
+///
+/// One layer is one queue, created by [`BoundedQueueBuilder::build`] (or [`new`](Self::new),
+/// with the defaults): every service it builds and every clone of it share the same counts, so
+/// stacking it per connection still limits the whole server. The layer has no setters, so a
+/// clone can never become a second queue by accident.
+///
+/// In [`ErrorMode`] (the default) a rejection is a boxed [`Overloaded`](crate::Overloaded),
+/// [`QueueTimeout`](crate::QueueTimeout) or (feature `deadline`) `DeadlineExceeded`;
+/// [`.http()`](Self::http) answers them instead ([`HttpMode`]): 503 with `Retry-After` and
+/// `x-overloaded`, 504 for a passed deadline, and for gRPC requests HTTP 200 with
+/// `grpc-status` 14 (with `grpc-retry-pushback-ms`) or 4.
+///
+/// ```
+/// use tower_bounded_queue::{BoundedQueueLayer, X_OVERLOAD_STATUS};
+///
+/// let layer = BoundedQueueLayer::new(64).http().status_header(X_OVERLOAD_STATUS);
+/// let handle = layer.handle();
+/// assert_eq!(handle.capacity(), 1000);
+/// ```
+pub struct BoundedQueueLayer<M = ErrorMode> {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) status_header: Option<HeaderName>,
+    _mode: PhantomData<fn() -> M>,
+}
+
+impl BoundedQueueLayer {
+    /// A queue of `concurrency` with every default (see [`BoundedQueueBuilder::new`]).
+    pub fn new(concurrency: usize) -> Self {
+        BoundedQueueBuilder::new(concurrency).build()
+    }
+
+    /// Answers with HTTP responses instead of errors (503, 504, gRPC status); the layer keeps
+    /// its queue.
+    pub fn http(self) -> BoundedQueueLayer<HttpMode> {
+        BoundedQueueLayer {
+            shared: self.shared,
+            status_header: None,
+            _mode: PhantomData,
+        }
+    }
+}
+
+impl BoundedQueueLayer<HttpMode> {
+    /// Adds a header carrying the queue's [`QueueStatus`](crate::QueueStatus) (`healthy`,
+    /// `degraded`, `overloaded`, `critical`) to every response, so an upstream router can steer
+    /// away before requests are rejected. Usually [`X_OVERLOAD_STATUS`](crate::X_OVERLOAD_STATUS).
+    pub fn status_header(mut self, name: HeaderName) -> Self {
+        self.status_header = Some(name);
+        self
+    }
+}
+
+impl<M> BoundedQueueLayer<M> {
+    /// A handle on this layer's queue.
+    pub fn handle(&self) -> QueueHandle {
+        QueueHandle::new(Arc::clone(&self.shared))
+    }
+}
+
+impl<M> Clone for BoundedQueueLayer<M> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+            status_header: self.status_header.clone(),
+            _mode: PhantomData,
+        }
+    }
+}
+
+impl<M> std::fmt::Debug for BoundedQueueLayer<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BoundedQueueLayer")
+            .field("queue", &self.shared)
+            .field("status_header", &self.status_header)
+            .finish()
+    }
+}
+
+impl<S, M> Layer<S> for BoundedQueueLayer<M> {
+    type Service = BoundedQueue<S, M>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        BoundedQueue::new(inner, Arc::clone(self.shared()))
+        BoundedQueue::new(inner, Arc::clone(&self.shared), self.status_header.clone())
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! At most `concurrency` requests are inside the inner service at once and at most `capacity`
 //! (default 1000) wait for a slot; anything beyond is answered at once with [`Overloaded`]
-//! (503 in [HTTP mode](HttpBoundedQueueLayer)) while the admitted work carries on. Decisions are
+//! (503 in [HTTP mode](BoundedQueueLayer::http)) while the admitted work carries on. Decisions are
 //! made in `call` on counts alone, so unlike `LoadShed` over `Buffer` nothing is shed because a
 //! `poll_ready` happened to be pending (tokio's coop budget), and unlike `Buffer` nothing is
 //! poisoned by a failed worker: there is no worker.
@@ -11,12 +11,12 @@
 //! ```
 //! use std::convert::Infallible;
 //! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
-//! use tower_bounded_queue::{BoundedQueueLayer, OverloadReason, Overloaded};
+//! use tower_bounded_queue::{BoundedQueueBuilder, OverloadReason, Overloaded};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), tower::BoxError> {
 //! // One request at a time, nobody may wait.
-//! let layer = BoundedQueueLayer::new(1).capacity(0);
+//! let layer = BoundedQueueBuilder::new(1).capacity(0).build();
 //! let handle = layer.handle();
 //! let mut svc = ServiceBuilder::new()
 //!     .layer(layer)
@@ -41,21 +41,26 @@
 //!
 //! - **Two limits**: `concurrency` inside, `capacity` waiting; when full, reject the newest
 //!   (default) or drop the oldest waiter ([`Overflow::DropOldest`]).
-//! - **Bounded waits**: [`max_wait`](BoundedQueueLayer::max_wait) gives [`QueueTimeout`]; with the
+//! - **Bounded waits**: [`max_wait`](BoundedQueueBuilder::max_wait) gives [`QueueTimeout`]; with the
 //!   `deadline` feature a waiter whose `tower_deadline::Deadline` passes leaves with
 //!   `DeadlineExceeded` (stage `queued`) and never reaches the inner service.
 //! - **No leaks, no poisoning**: a dropped response future frees its place or slot at once (also
 //!   while unwinding from a panic in the inner service); the queue keeps serving.
 //! - **Graceful close**: [`QueueHandle::close`] stops admitting, [`QueueHandle::drain`] waits for
 //!   in-flight and queued work.
-//! - **Adaptive concurrency** ([`BoundedQueueLayer::adaptive`], [`Adaptive`]): the limit moves
+//! - **Adaptive concurrency** ([`BoundedQueueBuilder::adaptive`], [`Adaptive`]): the limit moves
 //!   between a floor and a ceiling by AIMD on the latency and failures of completed requests,
 //!   and the queue still rejects at `capacity`. Read it with
 //!   [`QueueHandle::concurrency_limit`].
 //! - **Status**: [`QueueHandle::status`] is [`QueueStatus`] healthy / degraded / overloaded /
 //!   critical (50% and 80% of capacity by default, critical when full).
-//! - **HTTP mode**: [`BoundedQueueLayer::http`] answers 503 with `Retry-After`, 504, or a gRPC
-//!   status instead of erroring, so axum needs no `HandleErrorLayer`.
+//! - **HTTP mode**: [`BoundedQueueLayer::http`] answers 503 with `Retry-After` and
+//!   `x-overloaded`, 504, or a gRPC status instead of erroring, so axum needs no
+//!   `HandleErrorLayer`. The answers are the family's one protocol
+//!   ([`tower_reliability_core::answer`]); a proxy answers the queue's errors from its client
+//!   stack with `tower_reliability_core::error_response`.
+//! - **One place for its state**: [`BoundedQueueBuilder::build`] creates the queue; the layer
+//!   and its clones share it and have no setters.
 //! - **Metrics** on the OpenTelemetry API (a [`Meter`](opentelemetry::metrics::Meter) you pass, or
 //!   the global one): `tower.queue.depth`, `tower.queue.in_flight`, `tower.queue.rejections`
 //!   (attribute `reason`: `full`, `dropped_oldest`, `queue_timeout`, `deadline`, `closed`),
@@ -76,8 +81,7 @@
 //! adaptive limit adds two clock reads and a few atomic loads per request, a compare-and-swap
 //! for each of a window's first `limit` requests at full use and one per change of the limit;
 //! the lock is taken only when a growing limit admits waiters.
-#![deny(missing_docs)]
-#![warn(rust_2018_idioms, unreachable_pub)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod adaptive;
 mod admission;
@@ -96,13 +100,11 @@ pub use crate::adaptive::Adaptive;
 pub use crate::error::{OverloadReason, Overloaded, QueueTimeout};
 pub use crate::future::ResponseFuture;
 pub use crate::handle::QueueHandle;
-pub use crate::http::{
-    HttpBoundedQueue, HttpBoundedQueueLayer, HttpResponseFuture, QueueBody, X_OVERLOAD_STATUS,
-    X_OVERLOADED, error_response,
-};
-pub use crate::layer::{BoundedQueueLayer, Overflow};
+pub use crate::http::X_OVERLOAD_STATUS;
+pub use crate::layer::{BoundedQueueBuilder, BoundedQueueLayer, Overflow};
 pub use crate::service::BoundedQueue;
 pub use crate::status::QueueStatus;
+pub use tower_reliability_core::X_OVERLOADED;
 
 /// The boxed error of [`BoundedQueue`], the same type as `tower::BoxError`.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -1,38 +1,55 @@
-//! The [`BoundedQueue`] service.
+//! The [`BoundedQueue`] service, in both modes.
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use http::{HeaderName, Request, Response};
+use tower_reliability_core::{ErrorMode, HttpMode, Protocol, ResponseBody};
 use tower_service::Service;
 
 use crate::BoxError;
 use crate::admission::Shared;
 use crate::future::{Admit, ResponseFuture, is_err};
 use crate::handle::QueueHandle;
+use crate::http::{deadline_of, failed_answer};
 
 /// Admission control in front of `S`: at most `concurrency` requests inside `S`, at most
 /// `capacity` waiting, the rest rejected at once with [`Overloaded`](crate::Overloaded).
 ///
 /// Built by [`BoundedQueueLayer`](crate::BoundedQueueLayer); every service a layer builds shares
-/// one queue. Errors are boxed: the queue's own ([`Overloaded`](crate::Overloaded),
-/// [`QueueTimeout`](crate::QueueTimeout), `DeadlineExceeded`) and the inner service's, unchanged,
-/// all downcastable.
+/// one queue.
+///
+/// - [`ErrorMode`]: errors are boxed: the queue's own ([`Overloaded`](crate::Overloaded),
+///   [`QueueTimeout`](crate::QueueTimeout), `DeadlineExceeded`) and the inner service's,
+///   unchanged, all downcastable. With the `deadline` feature, the task-local
+///   `tower_deadline::Deadline::current()` at `call` time bounds the wait.
+/// - [`HttpMode`]: the queue's rejections are answered (see
+///   [`tower_reliability_core::answer`]); the inner service's errors pass through unchanged and
+///   its bodies are wrapped in [`ResponseBody`]. The wait is bounded by
+///   `tower_deadline::Deadline::effective(request.extensions())` (feature `deadline`). With an
+///   [adaptive](crate::Adaptive) limit, the controller counts as failures the inner service's
+///   errors and the answers that say a server is failing or short of capacity: any 5xx, 429,
+///   and trailers-only gRPC answers with `grpc-status` 4, 8 or 14.
 ///
 /// `poll_ready` is always ready: the queue never applies backpressure, it decides in `call`. The
 /// response future drives a clone of `S` (`poll_ready`, then `call`) once admitted, so `S` must be
 /// `Clone` (axum routers and most tower stacks are).
-///
-/// With the `deadline` feature, the task-local `tower_deadline::Deadline::current()` at `call`
-/// time bounds the wait (use [`HttpBoundedQueue`](crate::HttpBoundedQueue) to also read it from
-/// request extensions).
-pub struct BoundedQueue<S> {
+pub struct BoundedQueue<S, M = ErrorMode> {
     inner: S,
     shared: Arc<Shared>,
+    status_header: Option<HeaderName>,
+    _mode: PhantomData<fn() -> M>,
 }
 
-impl<S> BoundedQueue<S> {
-    pub(crate) fn new(inner: S, shared: Arc<Shared>) -> Self {
-        Self { inner, shared }
+impl<S, M> BoundedQueue<S, M> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared>, status_header: Option<HeaderName>) -> Self {
+        Self {
+            inner,
+            shared,
+            status_header,
+            _mode: PhantomData,
+        }
     }
 
     /// A handle on this service's queue.
@@ -51,32 +68,34 @@ impl<S> BoundedQueue<S> {
     }
 }
 
-impl<S: Clone> Clone for BoundedQueue<S> {
+impl<S: Clone, M> Clone for BoundedQueue<S, M> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
             shared: Arc::clone(&self.shared),
+            status_header: self.status_header.clone(),
+            _mode: PhantomData,
         }
     }
 }
 
-impl<S: std::fmt::Debug> std::fmt::Debug for BoundedQueue<S> {
+impl<S: std::fmt::Debug, M> std::fmt::Debug for BoundedQueue<S, M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BoundedQueue")
             .field("inner", &self.inner)
             .field("queue", &self.shared)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
-impl<S, Req> Service<Req> for BoundedQueue<S>
+impl<S, Req> Service<Req> for BoundedQueue<S, ErrorMode>
 where
     S: Service<Req> + Clone,
     S::Error: Into<BoxError>,
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<S, Req>;
+    type Future = ResponseFuture<S, Req, ErrorMode>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // Never backpressure: admission is decided in `call`, on counts alone.
@@ -84,12 +103,42 @@ where
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
-        ResponseFuture::new(Admit::new(
+        let admit = Admit::new(
             &self.shared,
             &self.inner,
             request,
             crate::current_deadline::<Req>,
             is_err::<S::Response, S::Error>,
-        ))
+        );
+        ResponseFuture::new(admit, Protocol::Http, None)
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for BoundedQueue<S, HttpMode>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, Request<ReqBody>, HttpMode>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let protocol = Protocol::of(request.headers());
+        let status = self
+            .status_header
+            .as_ref()
+            .map(|name| (name.clone(), Arc::clone(&self.shared)));
+        let admit = Admit::new(
+            &self.shared,
+            &self.inner,
+            request,
+            deadline_of::<ReqBody>,
+            failed_answer::<ResBody, S::Error>,
+        );
+        ResponseFuture::new(admit, protocol, status)
     }
 }

@@ -2,23 +2,18 @@
 //! concurrency limit (cargo feature `tracing`, on by default).
 //!
 //! Each is one `debug` event with target `tower_bounded_queue`; rejections are also counted into
-//! a `warn` summary written at most once per [`SUMMARY_EVERY`], so an overload shows at `warn`
+//! a `warn` summary written at most once per
+//! [`SUMMARY_EVERY`](tower_reliability_core::SUMMARY_EVERY), so an overload shows at `warn`
 //! without one line per rejected request. A request admitted at once writes nothing. With no
 //! subscriber listening (or none for this level), each call is tracing's check of a static
 //! level: nothing is formatted.
 
 use std::time::Duration;
 
-/// The shortest time between two `warn` summaries of rejections.
-#[cfg(feature = "tracing")]
-pub(crate) const SUMMARY_EVERY: Duration = Duration::from_secs(10);
-
 #[cfg(feature = "tracing")]
 mod enabled {
     use super::*;
-    use std::sync::OnceLock;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::time::Instant;
+    use tower_reliability_core::{SUMMARY_EVERY, Summary};
 
     const TARGET: &str = "tower_bounded_queue";
 
@@ -65,61 +60,6 @@ mod enabled {
     }
 
     static REJECTIONS: Summary = Summary::new();
-
-    /// Counts events and says when a summary of them is due: on the first event, then on the
-    /// first event at least [`SUMMARY_EVERY`] after the previous summary.
-    struct Summary {
-        count: AtomicU64,
-        /// Milliseconds since [`origin`] before which no summary is due.
-        next: AtomicU64,
-    }
-
-    impl Summary {
-        const fn new() -> Self {
-            Summary {
-                count: AtomicU64::new(0),
-                next: AtomicU64::new(0),
-            }
-        }
-
-        /// Counts one event; the number counted since the last summary when one is due.
-        fn count(&self) -> Option<u64> {
-            self.count_at(origin().elapsed().as_millis() as u64)
-        }
-
-        fn count_at(&self, now: u64) -> Option<u64> {
-            self.count.fetch_add(1, Ordering::Relaxed);
-            let next = self.next.load(Ordering::Relaxed);
-            if now < next {
-                return None;
-            }
-            let then = now + SUMMARY_EVERY.as_millis() as u64;
-            // One thread wins the summary; the others' events go into the next one.
-            self.next
-                .compare_exchange(next, then, Ordering::Relaxed, Ordering::Relaxed)
-                .ok()?;
-            Some(self.count.swap(0, Ordering::Relaxed))
-        }
-    }
-
-    fn origin() -> Instant {
-        static ORIGIN: OnceLock<Instant> = OnceLock::new();
-        *ORIGIN.get_or_init(Instant::now)
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        #[test]
-        fn a_summary_is_due_at_once_then_once_per_period_with_the_events_between() {
-            let summary = Summary::new();
-            let every = SUMMARY_EVERY.as_millis() as u64;
-            assert_eq!(summary.count_at(5), Some(1));
-            assert_eq!(summary.count_at(every + 4), None);
-            assert_eq!(summary.count_at(every + 5), Some(2));
-        }
-    }
 }
 
 #[cfg(feature = "tracing")]

@@ -17,7 +17,8 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tower::{BoxError, Service, ServiceExt, service_fn};
 use tower_bounded_queue::{
-    Adaptive, BoundedQueueLayer, OverloadReason, Overloaded, QueueHandle, X_OVERLOADED,
+    Adaptive, BoundedQueueBuilder, BoundedQueueLayer, OverloadReason, Overloaded, QueueHandle,
+    X_OVERLOADED,
 };
 use tower_layer::Layer;
 
@@ -63,11 +64,12 @@ async fn converges_to_the_upstreams_real_concurrency() {
     const CALLERS: usize = 40;
     let metrics = TestMetrics::new();
     let waited = Arc::new(AtomicUsize::new(0));
-    let layer = BoundedQueueLayer::new(2)
+    let layer = BoundedQueueBuilder::new(2)
         .capacity(1000)
         .adaptive(Adaptive::aimd().floor(1).ceiling(64))
         .name("upstream")
         .meter(&metrics.meter())
+        .build()
         .http();
     let handle = layer.handle();
     let addr = serve(semaphore_upstream(waited.clone()).layer(layer)).await;
@@ -143,8 +145,9 @@ async fn converges_to_the_upstreams_real_concurrency() {
 /// answers leave it alone.
 #[tokio::test(start_paused = true)]
 async fn failing_answers_shrink_the_limit_and_others_do_not() {
-    let layer = BoundedQueueLayer::new(64)
+    let layer = BoundedQueueBuilder::new(64)
         .adaptive(Adaptive::aimd().floor(1).ceiling(64).backoff(0.5))
+        .build()
         .http();
     let handle = layer.handle();
     let router = Router::new()
@@ -224,13 +227,15 @@ fn overloaded(error: &BoxError) -> &Overloaded {
 #[tokio::test(start_paused = true)]
 async fn failures_of_one_window_shrink_it_once_and_slow_cancellations_count() {
     let gate = Gate::new();
-    let layer = BoundedQueueLayer::new(16).adaptive(
-        Adaptive::aimd()
-            .floor(1)
-            .ceiling(64)
-            .backoff(0.5)
-            .max_latency(Duration::from_millis(100)),
-    );
+    let layer = BoundedQueueBuilder::new(16)
+        .adaptive(
+            Adaptive::aimd()
+                .floor(1)
+                .ceiling(64)
+                .backoff(0.5)
+                .max_latency(Duration::from_millis(100)),
+        )
+        .build();
     let handle = layer.handle();
     let mut svc = layer.layer(held(&gate));
 
@@ -283,13 +288,16 @@ async fn failures_of_one_window_shrink_it_once_and_slow_cancellations_count() {
 #[tokio::test(start_paused = true)]
 async fn rejects_at_capacity_while_adaptive_and_a_limit_change_cancels_nobody() {
     let gate = Gate::new();
-    let layer = BoundedQueueLayer::new(2).capacity(3).adaptive(
-        Adaptive::aimd()
-            .floor(1)
-            .ceiling(8)
-            .backoff(0.5)
-            .max_latency(Duration::from_secs(3600)),
-    );
+    let layer = BoundedQueueBuilder::new(2)
+        .capacity(3)
+        .adaptive(
+            Adaptive::aimd()
+                .floor(1)
+                .ceiling(8)
+                .backoff(0.5)
+                .max_latency(Duration::from_secs(3600)),
+        )
+        .build();
     let handle = layer.handle();
     let mut svc = layer.layer(held(&gate));
     let counts = |h: &QueueHandle| (h.concurrency_limit(), h.in_flight(), h.depth());
@@ -376,9 +384,10 @@ async fn the_limit_stays_between_floor_and_ceiling() {
             }
         }
     });
-    let layer = BoundedQueueLayer::new(3)
+    let layer = BoundedQueueBuilder::new(3)
         .capacity(100)
-        .adaptive(Adaptive::aimd().floor(2).ceiling(6).backoff(0.5));
+        .adaptive(Adaptive::aimd().floor(2).ceiling(6).backoff(0.5))
+        .build();
     let handle = layer.handle();
     let svc = layer.layer(svc);
 
@@ -444,9 +453,10 @@ async fn the_limit_stays_between_floor_and_ceiling() {
 #[tokio::test(start_paused = true)]
 async fn a_fixed_limit_is_reported_and_never_moves() {
     let metrics = TestMetrics::new();
-    let layer = BoundedQueueLayer::new(3)
+    let layer = BoundedQueueBuilder::new(3)
         .meter(&metrics.meter())
-        .name("fixed");
+        .name("fixed")
+        .build();
     let handle = layer.handle();
     assert!(handle.adaptive().is_none());
     let mut svc = layer.layer(service_fn(|fail: bool| async move {
@@ -474,7 +484,9 @@ async fn a_fixed_limit_is_reported_and_never_moves() {
 
 #[tokio::test(start_paused = true)]
 async fn a_panic_in_the_inner_service_counts_as_a_failure() {
-    let layer = BoundedQueueLayer::new(8).adaptive(Adaptive::aimd().backoff(0.5));
+    let layer = BoundedQueueBuilder::new(8)
+        .adaptive(Adaptive::aimd().backoff(0.5))
+        .build();
     let handle = layer.handle();
     let svc = layer.layer(service_fn(|panic: bool| async move {
         tokio::task::yield_now().await;

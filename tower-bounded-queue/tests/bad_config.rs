@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use tower::{Layer, Service, ServiceExt};
-use tower_bounded_queue::{BoundedQueueLayer, QueueStatus, QueueTimeout};
+use tower_bounded_queue::{BoundedQueueBuilder, BoundedQueueLayer, QueueStatus, QueueTimeout};
 
 fn instant() -> impl Service<u32, Response = u32, Error = Infallible, Future: Send> + Clone {
     tower::service_fn(|n: u32| async move { Ok::<_, Infallible>(n) })
@@ -17,11 +17,13 @@ async fn zero_and_maximal_sizes_are_clamped_and_serve() {
     // Concurrency 0 would admit nothing, ever: it is taken as 1.
     let none = BoundedQueueLayer::new(0);
     assert_eq!(none.layer(instant()).oneshot(7).await.unwrap(), 7);
-    let huge = BoundedQueueLayer::new(usize::MAX).capacity(usize::MAX);
+    let huge = BoundedQueueBuilder::new(usize::MAX)
+        .capacity(usize::MAX)
+        .build();
     assert_eq!(huge.handle().capacity(), 1 << 30, "documented clamp");
     assert_eq!(huge.layer(instant()).oneshot(8).await.unwrap(), 8);
     // Capacity 0: pure load shedding, still serving what fits.
-    let shed = BoundedQueueLayer::new(1).capacity(0);
+    let shed = BoundedQueueBuilder::new(1).capacity(0).build();
     assert_eq!(shed.layer(instant()).oneshot(9).await.unwrap(), 9);
 }
 
@@ -29,16 +31,18 @@ async fn zero_and_maximal_sizes_are_clamped_and_serve() {
 async fn zero_and_endless_waits() {
     let pending = tower::service_fn(|_: u32| std::future::pending::<Result<u32, Infallible>>());
     // A zero maximum wait: a request that must queue times out at once.
-    let mut svc = BoundedQueueLayer::new(1)
+    let mut svc = BoundedQueueBuilder::new(1)
         .max_wait(Duration::ZERO)
+        .build()
         .layer(pending);
     let _busy = svc.ready().await.unwrap().call(1);
     let waited = svc.ready().await.unwrap().call(2).await.unwrap_err();
     assert!(waited.is::<QueueTimeout>(), "{waited}");
 
     // Duration::MAX waits without overflowing the clock; it just keeps waiting.
-    let mut svc = BoundedQueueLayer::new(1)
+    let mut svc = BoundedQueueBuilder::new(1)
         .max_wait(Duration::MAX)
+        .build()
         .layer(pending);
     let _busy = svc.ready().await.unwrap().call(1);
     let waiting = svc.ready().await.unwrap().call(2);
@@ -54,9 +58,10 @@ fn nonsense_thresholds_fall_back_or_are_ordered() {
         (-5.0, 7.0),
         (f64::INFINITY, f64::NEG_INFINITY),
     ] {
-        let layer = BoundedQueueLayer::new(1)
+        let layer = BoundedQueueBuilder::new(1)
             .capacity(10)
-            .status_thresholds(degraded, overloaded);
+            .status_thresholds(degraded, overloaded)
+            .build();
         // Clamped to [0, 1] and ordered: an empty queue is at worst degraded (a degraded
         // threshold clamped to 0 means "degraded from empty"), never overloaded or critical.
         let status = layer.handle().status();
@@ -69,7 +74,10 @@ fn nonsense_thresholds_fall_back_or_are_ordered() {
 
 #[test]
 fn an_absurd_retry_after_saturates() {
-    let layer = BoundedQueueLayer::new(1).http().retry_after(Duration::MAX);
+    let layer = BoundedQueueBuilder::new(1)
+        .retry_after(Duration::MAX)
+        .build()
+        .http();
     let _ = layer.handle();
 }
 
@@ -80,13 +88,15 @@ async fn absurd_adaptive_settings_are_clamped_and_serve() {
     let failing = || tower::service_fn(|_: u32| async { Err::<u32, &str>("down") });
     // Floor 0 is 1 (a limit of 0 would admit nothing, ever); a floor above the ceiling swaps
     // the two; NaN factors mean the defaults.
-    let layer = BoundedQueueLayer::new(100).adaptive(
-        Adaptive::aimd()
-            .floor(0)
-            .ceiling(0)
-            .backoff(f64::NAN)
-            .tolerance(f64::NAN),
-    );
+    let layer = BoundedQueueBuilder::new(100)
+        .adaptive(
+            Adaptive::aimd()
+                .floor(0)
+                .ceiling(0)
+                .backoff(f64::NAN)
+                .tolerance(f64::NAN),
+        )
+        .build();
     let expected = Adaptive::aimd().floor(1).ceiling(1);
     assert_eq!(layer.handle().adaptive(), Some(&expected));
     assert_eq!(
@@ -94,13 +104,15 @@ async fn absurd_adaptive_settings_are_clamped_and_serve() {
         1,
         "started within the bounds"
     );
-    let layer = BoundedQueueLayer::new(100).adaptive(
-        Adaptive::aimd()
-            .floor(8)
-            .ceiling(2)
-            .backoff(f64::NAN)
-            .tolerance(-3.0),
-    );
+    let layer = BoundedQueueBuilder::new(100)
+        .adaptive(
+            Adaptive::aimd()
+                .floor(8)
+                .ceiling(2)
+                .backoff(f64::NAN)
+                .tolerance(-3.0),
+        )
+        .build();
     let handle = layer.handle();
     assert_eq!(
         handle.adaptive(),
@@ -123,8 +135,9 @@ async fn absurd_adaptive_settings_are_clamped_and_serve() {
     assert_eq!(outcomes, 7);
 
     // Out-of-range factors and sizes are clamped: backoff to [0, 0.99], the ceiling to 2^30.
-    let layer = BoundedQueueLayer::new(usize::MAX)
-        .adaptive(Adaptive::aimd().ceiling(usize::MAX).backoff(7.0));
+    let layer = BoundedQueueBuilder::new(usize::MAX)
+        .adaptive(Adaptive::aimd().ceiling(usize::MAX).backoff(7.0))
+        .build();
     let handle = layer.handle();
     assert_eq!(handle.concurrency_limit(), 1 << 30);
     assert_eq!(
@@ -134,7 +147,9 @@ async fn absurd_adaptive_settings_are_clamped_and_serve() {
     let mut svc = layer.layer(failing());
     assert!(svc.ready().await.unwrap().call(1).await.is_err());
     assert_eq!(handle.concurrency_limit(), 1_063_004_405, "2^30 * 0.99");
-    let layer = BoundedQueueLayer::new(50).adaptive(Adaptive::aimd().backoff(1.5));
+    let layer = BoundedQueueBuilder::new(50)
+        .adaptive(Adaptive::aimd().backoff(1.5))
+        .build();
     let handle = layer.handle();
     let mut svc = layer.layer(failing());
     assert!(svc.ready().await.unwrap().call(1).await.is_err());
@@ -143,12 +158,14 @@ async fn absurd_adaptive_settings_are_clamped_and_serve() {
         49,
         "backoff 0.99: 49.5 rounded down"
     );
-    let layer = BoundedQueueLayer::new(50).adaptive(
-        Adaptive::aimd()
-            .floor(3)
-            .backoff(-1.0)
-            .tolerance(f64::INFINITY),
-    );
+    let layer = BoundedQueueBuilder::new(50)
+        .adaptive(
+            Adaptive::aimd()
+                .floor(3)
+                .backoff(-1.0)
+                .tolerance(f64::INFINITY),
+        )
+        .build();
     let handle = layer.handle();
     let mut svc = layer.layer(failing());
     assert!(svc.ready().await.unwrap().call(1).await.is_err());
@@ -160,8 +177,9 @@ async fn absurd_adaptive_settings_are_clamped_and_serve() {
 
     // A zero latency threshold: every answer is slow, the limit sits at the floor, and the
     // queue still serves.
-    let layer =
-        BoundedQueueLayer::new(4).adaptive(Adaptive::aimd().floor(1).max_latency(Duration::ZERO));
+    let layer = BoundedQueueBuilder::new(4)
+        .adaptive(Adaptive::aimd().floor(1).max_latency(Duration::ZERO))
+        .build();
     let handle = layer.handle();
     let mut svc = layer.layer(tower::service_fn(|n: u32| async move {
         tokio::time::sleep(Duration::from_millis(1)).await;

@@ -13,7 +13,7 @@ use common::{Gate, TestMetrics, client, serve, wait_until};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use tower::{Service, ServiceExt, service_fn};
-use tower_bounded_queue::{BoundedQueueLayer, QueueTimeout};
+use tower_bounded_queue::{BoundedQueueBuilder, BoundedQueueLayer, QueueTimeout};
 use tower_deadline::{Deadline, DeadlineExceeded, DeadlineLayer, Stage};
 use tower_layer::Layer;
 
@@ -34,7 +34,7 @@ fn held(
 async fn a_task_local_deadline_passing_in_the_queue_gives_deadline_exceeded() {
     let metrics = TestMetrics::new();
     let gate = Gate::new();
-    let layer = BoundedQueueLayer::new(1).meter(&metrics.meter());
+    let layer = BoundedQueueBuilder::new(1).meter(&metrics.meter()).build();
     let handle = layer.handle();
     let mut svc = layer.layer(held(&gate));
     let running = tokio::spawn(svc.call(0));
@@ -65,7 +65,9 @@ async fn a_task_local_deadline_passing_in_the_queue_gives_deadline_exceeded() {
 #[tokio::test(start_paused = true)]
 async fn the_earlier_of_deadline_and_max_wait_decides() {
     let gate = Gate::new();
-    let layer = BoundedQueueLayer::new(1).max_wait(Duration::from_millis(100));
+    let layer = BoundedQueueBuilder::new(1)
+        .max_wait(Duration::from_millis(100))
+        .build();
     let mut svc = layer.layer(held(&gate));
     let _running = svc.call(0);
 
@@ -162,7 +164,7 @@ async fn http_mode_reads_the_deadline_from_extensions_and_answers_504_or_grpc_4(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn behind_the_deadline_layer_a_queued_request_times_out_with_504() {
     let gate = Gate::new();
-    let queue = BoundedQueueLayer::new(1).capacity(4).http();
+    let queue = BoundedQueueBuilder::new(1).capacity(4).build().http();
     let handle = queue.handle();
     let app = {
         let gate = gate.clone();
@@ -177,7 +179,7 @@ async fn behind_the_deadline_layer_a_queued_request_times_out_with_504() {
             }),
         )
     };
-    let router = app.layer(queue).layer(DeadlineLayer::http());
+    let router = app.layer(queue).layer(DeadlineLayer::new().http());
     let addr = serve(router).await;
     let client = client();
 

@@ -9,7 +9,8 @@ use axum::routing::get;
 use common::{Gate, TestMetrics, client, serve, wait_until};
 use http::StatusCode;
 use tower_bounded_queue::{
-    BoundedQueueLayer, OverloadReason, QueueStatus, X_OVERLOAD_STATUS, X_OVERLOADED,
+    BoundedQueueBuilder, BoundedQueueLayer, OverloadReason, QueueStatus, X_OVERLOAD_STATUS,
+    X_OVERLOADED,
 };
 
 fn app(gate: &Gate) -> Router {
@@ -30,10 +31,11 @@ fn app(gate: &Gate) -> Router {
 async fn twenty_requests_give_six_admitted_and_fourteen_rejected_at_once() {
     let metrics = TestMetrics::new();
     let gate = Gate::new();
-    let layer = BoundedQueueLayer::new(2)
+    let layer = BoundedQueueBuilder::new(2)
         .capacity(4)
         .name("web")
         .meter(&metrics.meter())
+        .build()
         .http();
     let handle = layer.handle();
     let addr = serve(app(&gate).layer(layer)).await;
@@ -125,8 +127,9 @@ async fn twenty_requests_give_six_admitted_and_fourteen_rejected_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_requests_get_unavailable_and_the_status_header_steers() {
     let gate = Gate::new();
-    let layer = BoundedQueueLayer::new(1)
+    let layer = BoundedQueueBuilder::new(1)
         .capacity(2)
+        .build()
         .http()
         .status_header(X_OVERLOAD_STATUS);
     let handle = layer.handle();
@@ -187,9 +190,10 @@ async fn grpc_requests_get_unavailable_and_the_status_header_steers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_handler_frees_its_slot_and_the_queue_keeps_serving() {
     let metrics = TestMetrics::new();
-    let layer = BoundedQueueLayer::new(1)
+    let layer = BoundedQueueBuilder::new(1)
         .capacity(1)
         .meter(&metrics.meter())
+        .build()
         .http();
     let handle = layer.handle();
     let router = Router::new()
@@ -233,9 +237,10 @@ async fn a_panicking_handler_frees_its_slot_and_the_queue_keeps_serving() {
 async fn graceful_drain_serves_queued_work_and_rejects_new_work() {
     let metrics = TestMetrics::new();
     let gate = Gate::new();
-    let layer = BoundedQueueLayer::new(2)
+    let layer = BoundedQueueBuilder::new(2)
         .capacity(4)
         .meter(&metrics.meter())
+        .build()
         .http();
     let handle = layer.handle();
     let addr = serve(app(&gate).layer(layer)).await;
@@ -286,7 +291,7 @@ async fn clients_that_disconnect_while_waiting_or_running_free_their_places() {
     use tokio::io::AsyncWriteExt;
 
     let gate = Gate::new();
-    let layer = BoundedQueueLayer::new(1).capacity(2).http();
+    let layer = BoundedQueueBuilder::new(1).capacity(2).build().http();
     let handle = layer.handle();
     let addr = serve(app(&gate).layer(layer)).await;
 
@@ -320,7 +325,7 @@ async fn clients_that_disconnect_while_waiting_or_running_free_their_places() {
 
 #[test]
 fn error_response_answers_the_queues_errors_found_in_a_chain_and_nothing_else() {
-    use tower_bounded_queue::error_response;
+    use tower_reliability_core::{Protocol, error_response};
 
     // A client-side queue in error mode, wrapped by the caller's own error type.
     #[derive(Debug)]
@@ -344,21 +349,21 @@ fn error_response_answers_the_queues_errors_found_in_a_chain_and_nothing_else() 
         let inner = tower::service_fn(|_: ()| {
             std::future::pending::<Result<(), std::convert::Infallible>>()
         });
-        let mut svc = BoundedQueueLayer::new(1).capacity(0).layer(inner);
+        let mut svc = BoundedQueueBuilder::new(1).capacity(0).build().layer(inner);
         let _busy = svc.ready().await.unwrap().call(());
         svc.ready().await.unwrap().call(()).await.unwrap_err()
     });
     let error = CallFailed(overloaded);
 
-    let plain = error_response::<()>(&error, false).expect("found through the chain");
+    let plain = error_response::<()>(&error, Protocol::Http).expect("found through the chain");
     assert_eq!(plain.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(plain.headers()[http::header::RETRY_AFTER], "1");
     assert_eq!(plain.headers()[&X_OVERLOADED], "true");
-    let grpc = error_response::<()>(&error, true).unwrap();
+    let grpc = error_response::<()>(&error, Protocol::Grpc).unwrap();
     assert_eq!(grpc.status(), StatusCode::OK);
     assert_eq!(grpc.headers()["grpc-status"], "14");
     assert_eq!(grpc.headers()["grpc-retry-pushback-ms"], "1000");
 
     let other = std::io::Error::other("connection refused");
-    assert!(error_response::<()>(&other, false).is_none());
+    assert!(error_response::<()>(&other, Protocol::Http).is_none());
 }

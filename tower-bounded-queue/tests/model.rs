@@ -12,7 +12,9 @@ use std::task::{Context, Poll, Waker};
 
 use tokio::sync::oneshot;
 use tower::{BoxError, Service, service_fn};
-use tower_bounded_queue::{BoundedQueueLayer, Overflow, OverloadReason, Overloaded};
+use tower_bounded_queue::{
+    BoundedQueueBuilder, BoundedQueueLayer, Overflow, OverloadReason, Overloaded,
+};
 use tower_layer::Layer;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -81,9 +83,10 @@ fn run(seed: u64) {
     } else {
         Overflow::RejectNewest
     };
-    let layer = BoundedQueueLayer::new(concurrency)
+    let layer = BoundedQueueBuilder::new(concurrency)
         .capacity(capacity)
-        .overflow(overflow);
+        .overflow(overflow)
+        .build();
     let handle = layer.handle();
 
     let receivers: Arc<Mutex<HashMap<u32, oneshot::Receiver<()>>>> = Arc::default();

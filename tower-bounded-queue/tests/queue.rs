@@ -11,7 +11,8 @@ use std::time::Duration;
 use common::{Gate, TestMetrics};
 use tower::{BoxError, Service, ServiceExt, service_fn};
 use tower_bounded_queue::{
-    BoundedQueueLayer, Overflow, OverloadReason, Overloaded, QueueStatus, QueueTimeout,
+    BoundedQueueBuilder, BoundedQueueLayer, Overflow, OverloadReason, Overloaded, QueueStatus,
+    QueueTimeout,
 };
 use tower_layer::Layer;
 
@@ -39,10 +40,11 @@ fn overloaded(error: &BoxError) -> &Overloaded {
 async fn drop_oldest_pushes_out_the_oldest_waiter() {
     let metrics = TestMetrics::new();
     let gate = Gate::new();
-    let layer = BoundedQueueLayer::new(1)
+    let layer = BoundedQueueBuilder::new(1)
         .capacity(2)
         .overflow(Overflow::DropOldest)
-        .meter(&metrics.meter());
+        .meter(&metrics.meter())
+        .build();
     let handle = layer.handle();
     let mut svc = layer.layer(held(&gate));
 
@@ -91,7 +93,7 @@ async fn reject_newest_keeps_waiters_in_order() {
             }
         })
     };
-    let layer = BoundedQueueLayer::new(1).capacity(3);
+    let layer = BoundedQueueBuilder::new(1).capacity(3).build();
     let mut svc = layer.layer(svc);
     let calls: Vec<_> = (0..4).map(|n| tokio::spawn(svc.call(n))).collect();
     let rejected = svc.call(4).await.unwrap_err();
@@ -112,10 +114,11 @@ async fn reject_newest_keeps_waiters_in_order() {
 async fn a_waiter_leaves_with_queue_timeout_after_max_wait() {
     let metrics = TestMetrics::new();
     let gate = Gate::new();
-    let layer = BoundedQueueLayer::new(1)
+    let layer = BoundedQueueBuilder::new(1)
         .capacity(4)
         .max_wait(Duration::from_millis(250))
-        .meter(&metrics.meter());
+        .meter(&metrics.meter())
+        .build();
     let handle = layer.handle();
     let mut svc = layer.layer(held(&gate));
 
@@ -149,7 +152,9 @@ async fn a_waiter_leaves_with_queue_timeout_after_max_wait() {
 #[tokio::test(start_paused = true)]
 async fn a_slot_freed_before_max_wait_admits_the_waiter() {
     let gate = Gate::new();
-    let layer = BoundedQueueLayer::new(1).max_wait(Duration::from_secs(1));
+    let layer = BoundedQueueBuilder::new(1)
+        .max_wait(Duration::from_secs(1))
+        .build();
     let handle = layer.handle();
     let mut svc = layer.layer(held(&gate));
     let running = tokio::spawn(svc.call(0));
@@ -164,7 +169,7 @@ async fn a_slot_freed_before_max_wait_admits_the_waiter() {
 #[tokio::test(start_paused = true)]
 async fn cancelling_a_waiting_caller_frees_its_place_at_once() {
     let gate = Gate::new();
-    let layer = BoundedQueueLayer::new(1).capacity(1);
+    let layer = BoundedQueueBuilder::new(1).capacity(1).build();
     let handle = layer.handle();
     let mut svc = layer.layer(held(&gate));
 
@@ -190,7 +195,7 @@ async fn cancelling_a_waiting_caller_frees_its_place_at_once() {
 #[tokio::test(start_paused = true)]
 async fn cancelling_a_running_caller_frees_its_slot_and_hands_it_on() {
     let gate = Gate::new();
-    let layer = BoundedQueueLayer::new(1).capacity(1);
+    let layer = BoundedQueueBuilder::new(1).capacity(1).build();
     let handle = layer.handle();
     let mut svc = layer.layer(held(&gate));
 
@@ -214,7 +219,7 @@ async fn cancelling_a_running_caller_frees_its_slot_and_hands_it_on() {
 #[tokio::test(start_paused = true)]
 async fn a_granted_but_never_polled_waiter_passes_its_slot_on_when_dropped() {
     let gate = Gate::new();
-    let layer = BoundedQueueLayer::new(1).capacity(2);
+    let layer = BoundedQueueBuilder::new(1).capacity(2).build();
     let handle = layer.handle();
     let mut svc = layer.layer(held(&gate));
     let running = svc.call(0);
@@ -241,7 +246,7 @@ async fn inner_errors_pass_through_unchanged_and_free_the_slot() {
     }
     impl std::error::Error for AppError {}
 
-    let layer = BoundedQueueLayer::new(1).capacity(0);
+    let layer = BoundedQueueBuilder::new(1).capacity(0).build();
     let handle = layer.handle();
     let mut svc = layer.layer(service_fn(|_: ()| async { Err::<(), _>(AppError) }));
     for _ in 0..3 {
@@ -270,7 +275,7 @@ async fn inner_readiness_errors_pass_through() {
             unreachable!("never ready")
         }
     }
-    let layer = BoundedQueueLayer::new(1).capacity(0);
+    let layer = BoundedQueueBuilder::new(1).capacity(0).build();
     let handle = layer.handle();
     let mut svc = layer.layer(Broken);
     for _ in 0..3 {
@@ -284,7 +289,7 @@ async fn inner_readiness_errors_pass_through() {
 #[tokio::test(start_paused = true)]
 async fn status_follows_queue_fill_and_thresholds_are_configurable() {
     let gate = Gate::new();
-    let layer = BoundedQueueLayer::new(1).capacity(10);
+    let layer = BoundedQueueBuilder::new(1).capacity(10).build();
     let handle = layer.handle();
     let mut svc = layer.layer(held(&gate));
     let mut calls = vec![svc.call(0)];
@@ -300,9 +305,10 @@ async fn status_follows_queue_fill_and_thresholds_are_configurable() {
     drop(calls);
     assert_eq!((handle.in_flight(), handle.depth()), (0, 0));
 
-    let layer = BoundedQueueLayer::new(1)
+    let layer = BoundedQueueBuilder::new(1)
         .capacity(10)
-        .status_thresholds(0.1, 0.2);
+        .status_thresholds(0.1, 0.2)
+        .build();
     let handle = layer.handle();
     let mut svc = layer.layer(held(&gate));
     let _calls: Vec<_> = (0..3).map(|n| svc.call(n)).collect();
@@ -311,7 +317,10 @@ async fn status_follows_queue_fill_and_thresholds_are_configurable() {
 
 #[tokio::test]
 async fn absurd_configuration_is_clamped() {
-    let handle = BoundedQueueLayer::new(0).capacity(usize::MAX).handle();
+    let handle = BoundedQueueBuilder::new(0)
+        .capacity(usize::MAX)
+        .build()
+        .handle();
     assert_eq!(
         handle.concurrency(),
         1,
@@ -321,7 +330,7 @@ async fn absurd_configuration_is_clamped() {
 
     // A maximum wait too large for the clock means no limit (no overflow panic).
     let gate = Gate::new();
-    let layer = BoundedQueueLayer::new(1).max_wait(Duration::MAX);
+    let layer = BoundedQueueBuilder::new(1).max_wait(Duration::MAX).build();
     let mut svc = layer.layer(held(&gate));
     let running = svc.call(0);
     let waiting = tokio::spawn(svc.call(1));
@@ -332,7 +341,7 @@ async fn absurd_configuration_is_clamped() {
 
     // Capacity 0: pure load shedding, critical while the slot is taken.
     let gate = Gate::new();
-    let layer = BoundedQueueLayer::new(1).capacity(0);
+    let layer = BoundedQueueBuilder::new(1).capacity(0).build();
     let handle = layer.handle();
     let mut svc = layer.layer(held(&gate));
     let running = svc.call(0);
@@ -356,14 +365,16 @@ async fn close_rejects_new_work_and_drain_returns_at_once_when_idle() {
 #[tokio::test(start_paused = true)]
 async fn named_queues_are_independent_and_labelled() {
     let metrics = TestMetrics::new();
-    let cpu = BoundedQueueLayer::new(1)
+    let cpu = BoundedQueueBuilder::new(1)
         .capacity(0)
         .name("cpu")
-        .meter(&metrics.meter());
-    let io = BoundedQueueLayer::new(1)
+        .meter(&metrics.meter())
+        .build();
+    let io = BoundedQueueBuilder::new(1)
         .capacity(0)
         .name("io")
-        .meter(&metrics.meter());
+        .meter(&metrics.meter())
+        .build();
     let gate = Gate::new();
     let mut cpu_svc = cpu.layer(held(&gate));
     let mut io_svc = io.layer(held(&gate));
@@ -393,7 +404,7 @@ async fn named_queues_are_independent_and_labelled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_concurrent_callers_see_zero_rejections_while_the_queue_is_not_full() {
     let served = Arc::new(AtomicUsize::new(0));
-    let layer = BoundedQueueLayer::new(8).capacity(1000);
+    let layer = BoundedQueueBuilder::new(8).capacity(1000).build();
     let handle = layer.handle();
     let svc = layer.layer(service_fn({
         let served = served.clone();
@@ -447,10 +458,11 @@ async fn http_mode_answers_queue_timeouts_with_503_and_configurable_retry_after(
             }
         })
     };
-    let layer = BoundedQueueLayer::new(1)
+    let layer = BoundedQueueBuilder::new(1)
         .max_wait(Duration::from_millis(100))
-        .http()
-        .retry_after(Duration::from_millis(2500));
+        .retry_after(Duration::from_millis(2500))
+        .build()
+        .http();
     let mut svc = layer.layer(inner.clone());
     let _running = svc.call(Request::new(Empty::new()));
 
@@ -479,10 +491,11 @@ async fn http_mode_answers_queue_timeouts_with_503_and_configurable_retry_after(
     assert_eq!(response.headers()["grpc-retry-pushback-ms"], "3000");
 
     // Zero leaves the header out.
-    let layer = BoundedQueueLayer::new(1)
+    let layer = BoundedQueueBuilder::new(1)
         .capacity(0)
-        .http()
-        .retry_after(Duration::ZERO);
+        .retry_after(Duration::ZERO)
+        .build()
+        .http();
     let mut svc = layer.layer(inner);
     let _running = svc.call(Request::new(Empty::new()));
     let response = svc.call(Request::new(Empty::new())).await.unwrap();

@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tower::{Service, service_fn};
-use tower_bounded_queue::{Adaptive, BoundedQueueLayer, Overflow, QueueHandle};
+use tower_bounded_queue::{
+    Adaptive, BoundedQueueBuilder, BoundedQueueLayer, Overflow, QueueHandle,
+};
 use tower_layer::Layer;
 
 const CONCURRENCY: usize = 3;
@@ -38,14 +40,14 @@ fn check(handle: &QueueHandle) {
 
 async fn run(overflow: Overflow, max_wait: Option<Duration>, adaptive: bool) {
     let inside = Arc::new(AtomicUsize::new(0));
-    let mut layer = BoundedQueueLayer::new(CONCURRENCY)
+    let mut builder = BoundedQueueBuilder::new(CONCURRENCY)
         .capacity(CAPACITY)
         .overflow(overflow);
     if let Some(max_wait) = max_wait {
-        layer = layer.max_wait(max_wait);
+        builder = builder.max_wait(max_wait);
     }
     if adaptive {
-        layer = layer.adaptive(
+        builder = builder.adaptive(
             Adaptive::aimd()
                 .floor(1)
                 .ceiling(CONCURRENCY)
@@ -53,6 +55,7 @@ async fn run(overflow: Overflow, max_wait: Option<Duration>, adaptive: bool) {
                 .max_latency(Duration::from_micros(100)),
         );
     }
+    let layer = builder.build();
     let handle = layer.handle();
     let svc = layer.layer(service_fn({
         let inside = inside.clone();

@@ -8,7 +8,7 @@ use axum::Router;
 use axum::routing::get;
 use common::{Gate, client, serve, wait_until};
 use event_log::{EventLog, Recorded};
-use tower_bounded_queue::BoundedQueueLayer;
+use tower_bounded_queue::{BoundedQueueBuilder, BoundedQueueLayer};
 use tracing::Level;
 
 #[tokio::test]
@@ -18,7 +18,11 @@ async fn a_wait_and_a_rejection_are_debug_events_and_rejections_are_summarised_a
     let _guard = tracing::subscriber::set_default(log);
     let gate = Gate::new();
     let inner = gate.clone();
-    let layer = BoundedQueueLayer::new(1).capacity(1).name("web").http();
+    let layer = BoundedQueueBuilder::new(1)
+        .capacity(1)
+        .name("web")
+        .build()
+        .http();
     let handle = layer.handle();
     let app = Router::new()
         .route(
@@ -93,9 +97,10 @@ async fn a_change_of_an_adaptive_limit_is_a_debug_event() {
 
     let (log, events) = EventLog::new();
     let _guard = tracing::subscriber::set_default(log);
-    let layer = BoundedQueueLayer::new(8)
+    let layer = BoundedQueueBuilder::new(8)
         .name("pool")
-        .adaptive(Adaptive::aimd().backoff(0.5));
+        .adaptive(Adaptive::aimd().backoff(0.5))
+        .build();
     let mut svc = layer.layer(tower::service_fn(|fail: bool| async move {
         if fail { Err("down") } else { Ok(()) }
     }));

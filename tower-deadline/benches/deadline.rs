@@ -93,7 +93,7 @@ fn sequential(c: &mut Criterion) {
         b.iter(|| call_once(&mut ours, request_with_header()))
     });
 
-    let mut ours_http = DeadlineLayer::http().layer(Trivial);
+    let mut ours_http = DeadlineLayer::new().http().layer(Trivial);
     group.bench_function("deadline_server_http_mode", |b| {
         b.iter(|| call_once(&mut ours_http, request()))
     });

@@ -1,7 +1,11 @@
 //! Typed errors: every one says what happened and the numbers behind it.
 
 use std::fmt;
+use std::sync::Once;
 use std::time::Duration;
+
+use http::StatusCode;
+use tower_reliability_core::{Rejection, grpc_code};
 
 /// Where a deadline ran out. Also the `where` attribute of the `tower.deadline.exceeded` counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -62,6 +66,7 @@ pub struct DeadlineExceeded {
 impl DeadlineExceeded {
     /// A new error; other crates of the family build it for their own stages.
     pub fn new(stage: Stage, budget: Duration, elapsed: Duration) -> Self {
+        register();
         Self {
             stage,
             budget,
@@ -99,6 +104,17 @@ impl fmt::Display for DeadlineExceeded {
 
 impl std::error::Error for DeadlineExceeded {}
 
+/// 504; gRPC `DEADLINE_EXCEEDED` (4).
+impl Rejection for DeadlineExceeded {
+    fn http_status(&self) -> StatusCode {
+        StatusCode::GATEWAY_TIMEOUT
+    }
+
+    fn grpc_code(&self) -> u8 {
+        grpc_code::DEADLINE_EXCEEDED
+    }
+}
+
 /// A connect attempt took longer than its own connect budget (the request's deadline still had
 /// time). Unlike [`DeadlineExceeded`], this is a connect failure: nothing was sent, so a retry
 /// may help.
@@ -110,6 +126,7 @@ pub struct ConnectTimeout {
 impl ConnectTimeout {
     /// A new error; connectors of other crates build it for their own connect budgets.
     pub fn new(budget: Duration) -> Self {
+        register();
         Self { budget }
     }
 
@@ -127,6 +144,17 @@ impl fmt::Display for ConnectTimeout {
 
 impl std::error::Error for ConnectTimeout {}
 
+/// 504; gRPC `UNAVAILABLE` (14): nothing was sent, so another attempt may connect.
+impl Rejection for ConnectTimeout {
+    fn http_status(&self) -> StatusCode {
+        StatusCode::GATEWAY_TIMEOUT
+    }
+
+    fn grpc_code(&self) -> u8 {
+        grpc_code::UNAVAILABLE
+    }
+}
+
 /// A deadline header could not be parsed and the server layer is in strict mode.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InvalidDeadlineHeader {
@@ -135,6 +163,7 @@ pub struct InvalidDeadlineHeader {
 
 impl InvalidDeadlineHeader {
     pub(crate) fn new(header: http::HeaderName) -> Self {
+        register();
         Self { header }
     }
 
@@ -151,6 +180,28 @@ impl fmt::Display for InvalidDeadlineHeader {
 }
 
 impl std::error::Error for InvalidDeadlineHeader {}
+
+/// 400; gRPC `INVALID_ARGUMENT` (3).
+impl Rejection for InvalidDeadlineHeader {
+    fn http_status(&self) -> StatusCode {
+        StatusCode::BAD_REQUEST
+    }
+
+    fn grpc_code(&self) -> u8 {
+        grpc_code::INVALID_ARGUMENT
+    }
+}
+
+/// Makes `tower_reliability_core::error_response` recognise this crate's errors; called by
+/// each error's constructor, so any error that exists is recognised.
+fn register() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        tower_reliability_core::register::<DeadlineExceeded>();
+        tower_reliability_core::register::<ConnectTimeout>();
+        tower_reliability_core::register::<InvalidDeadlineHeader>();
+    });
+}
 
 #[cfg(test)]
 mod tests {

@@ -108,16 +108,9 @@ pub(crate) fn read(headers: &HeaderMap, millis_names: &MillisHeaders) -> Announc
     announced
 }
 
-/// Whether a request speaks gRPC (`content-type: application/grpc`, `application/grpc+proto`, ...).
-pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"))
-}
-
 /// Writes `budget` on an outgoing request in the format its protocol reads.
 pub(crate) fn write(headers: &mut HeaderMap, budget: Duration, millis_name: &HeaderName) {
-    if is_grpc(headers) {
+    if tower_reliability_core::is_grpc(headers) {
         headers.insert(GRPC_TIMEOUT, grpc_timeout::encode(budget));
     } else {
         let value: HeaderValue = millis::encode(budget);

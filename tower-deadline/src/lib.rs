@@ -17,7 +17,7 @@
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
 //! let app = ServiceBuilder::new()
-//!     .layer(DeadlineLayer::http().max(Duration::from_secs(30)))
+//!     .layer(DeadlineLayer::new().max(Duration::from_secs(30)).http())
 //!     .service(service_fn(|request: Request<String>| async move {
 //!         // The handler sees the effective deadline: min(header, cap).
 //!         let deadline = Deadline::from_extensions(request.extensions()).unwrap();
@@ -37,16 +37,19 @@
 //!
 //! # Pieces
 //!
-//! - [`DeadlineLayer`]: the server layer ([`DeadlineLayer::new`] fails with errors,
-//!   [`DeadlineLayer::http`] answers with responses).
-//! - [`PropagateDeadlineLayer`]: the client layer that writes the remaining budget on each outgoing
-//!   request and enforces it locally.
-//! - [`ConnectDeadline`]: bounds a connector (hyper-util's `HttpConnector`) by min(connect budget,
-//!   current deadline).
+//! - [`server`]: [`DeadlineLayer`], the server layer. [`DeadlineLayer::new`] fails with errors
+//!   ([`ErrorMode`](tower_reliability_core::ErrorMode)); `.http()` answers with responses
+//!   ([`HttpMode`](tower_reliability_core::HttpMode)), like every layer of the family.
+//! - [`propagate`]: [`PropagateDeadlineLayer`], the client layer that writes the remaining budget
+//!   on each outgoing request and enforces it locally.
+//! - [`connect`]: [`ConnectDeadline`] bounds a connector (hyper-util's `HttpConnector`) by
+//!   min(connect budget, current deadline).
 //! - [`enforce`] / [`enforce_within`] and [`fs`]: run any future, or a file operation, under the
 //!   current deadline.
-//! - [`optional`]: any HTTP layer (ours or another's) switched by configuration, with one
-//!   response body type (`http_body_util::Either`) whether it is on or off, boxing nothing.
+//!
+//! Every error ([`DeadlineExceeded`], [`ConnectTimeout`], [`InvalidDeadlineHeader`]) is a
+//! [`Rejection`](tower_reliability_core::Rejection): a proxy answers any of them, found anywhere
+//! in an error's source chain, with `tower_reliability_core::error_response`.
 //!
 //! # Wire formats
 //!
@@ -67,37 +70,31 @@
 //! each deadline read (its source header, the budget asked and granted, whether the cap cut it),
 //! each malformed header and each deadline exceeded (where), and a `warn` summary of exceeded
 //! deadlines at most every 10 s.
-#![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod body;
 mod bounded;
-mod connect;
+pub mod connect;
 mod deadline;
 mod enforce;
 mod error;
-mod error_response;
 #[cfg(feature = "fs")]
+#[cfg_attr(docsrs, doc(cfg(feature = "fs")))]
 pub mod fs;
 mod grpc_timeout;
 mod headers;
 mod metrics;
 mod millis;
-mod optional;
-mod propagate;
-mod server;
+pub mod propagate;
+pub mod server;
 mod trace;
 
-pub use body::DeadlineBody;
-pub use connect::{ConnectDeadline, ConnectDeadlineLayer, ConnectFuture, DEFAULT_CONNECT_BUDGET};
+pub use connect::{ConnectDeadline, ConnectDeadlineLayer, DEFAULT_CONNECT_BUDGET};
 pub use deadline::{Deadline, Scoped};
 pub use enforce::{Enforced, enforce, enforce_within};
 pub use error::{ConnectTimeout, DeadlineExceeded, InvalidDeadlineHeader, Stage};
-pub use error_response::error_response;
 pub use headers::{ENVOY_EXPECTED_RQ_TIMEOUT_MS, GRPC_TIMEOUT, REQUEST_TIMEOUT_MS};
-pub use optional::{Optional, OptionalFuture, OptionalService, optional};
-pub use propagate::{PropagateDeadline, PropagateDeadlineLayer, PropagateFuture};
-pub use server::{DeadlineLayer, DeadlineService, ErrorMode, HttpMode, Mode, ResponseFuture};
+pub use propagate::{PropagateDeadline, PropagateDeadlineLayer};
+pub use server::{DeadlineLayer, DeadlineService};
 
 // The README's examples compile and run as doctests.
 #[cfg(doctest)]

@@ -20,7 +20,7 @@ fn ok()
 #[tokio::test(start_paused = true)]
 async fn zero_and_maximal_caps_serve() {
     for cap in [Duration::ZERO, Duration::from_nanos(1), Duration::MAX] {
-        let layer = DeadlineLayer::http().max(cap);
+        let layer = DeadlineLayer::new().http().max(cap);
         let request = Request::get("/")
             .header("x-request-timeout-ms", "99999999999999999999")
             .body(())

@@ -45,7 +45,7 @@ async fn start_b(seen: Seen, delay: Duration) -> std::net::SocketAddr {
             ),
         )
         .with_state(seen)
-        .layer(DeadlineLayer::http());
+        .layer(DeadlineLayer::new().http());
     common::serve(app).await
 }
 
@@ -75,7 +75,7 @@ async fn start_a(seen: Seen, b: std::net::SocketAddr) -> std::net::SocketAddr {
             }),
         )
         .with_state(seen)
-        .layer(DeadlineLayer::http());
+        .layer(DeadlineLayer::new().http());
     common::serve(app).await
 }
 

@@ -18,7 +18,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tower::{ServiceBuilder, ServiceExt};
-use tower_deadline::{ConnectDeadline, Deadline, PropagateDeadlineLayer, error_response};
+use tower_deadline::{ConnectDeadline, Deadline, PropagateDeadlineLayer};
+use tower_reliability_core::{Protocol, error_response};
 
 /// The proxy's budget for one upstream call, and its connect budget.
 const CALL_BUDGET: Duration = Duration::from_millis(300);
@@ -43,7 +44,10 @@ async fn proxy(State(upstream): State<SocketAddr>, request: Request) -> Response
         .insert(Deadline::after(CALL_BUDGET));
     match client.oneshot(outgoing).await {
         Ok(response) => response.map(Body::new),
-        Err(error) => match error_response::<Body>(&*error, grpc) {
+        Err(error) => match error_response::<Body>(
+            &*error,
+            if grpc { Protocol::Grpc } else { Protocol::Http },
+        ) {
             Some(answer) => answer.map(Body::new),
             None => {
                 let mut bad_gateway = Response::new(Body::from("upstream failed\n"));

@@ -11,7 +11,8 @@ use axum::body::Body;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tower::{ServiceBuilder, service_fn};
-use tower_deadline::{DeadlineLayer, optional};
+use tower_deadline::DeadlineLayer;
+use tower_reliability_core::optional;
 
 /// Serves a handler that takes two seconds, behind the deadline layer when `on`.
 async fn start(on: bool) -> std::net::SocketAddr {
@@ -19,10 +20,10 @@ async fn start(on: bool) -> std::net::SocketAddr {
         tokio::time::sleep(Duration::from_secs(2)).await;
         Ok::<_, Infallible>(Response::new(Body::from("done")))
     });
-    let deadline = on.then(|| DeadlineLayer::http().max(Duration::from_secs(30)));
+    let deadline = on.then(|| DeadlineLayer::new().http().max(Duration::from_secs(30)));
     // With `ServiceBuilder::option_layer` this would not compile: `tower::util::Either` needs
     // both branches to answer one type, and the layer's body is not the handler's. Here the
-    // body is `Either<DeadlineBody<Body>, Body>` whatever the flag, and nothing is boxed.
+    // body is `Either<ResponseBody<Body>, Body>` whatever the flag, and nothing is boxed.
     let service = ServiceBuilder::new()
         .layer(optional(deadline))
         .service(slow);

@@ -19,7 +19,7 @@ use tower_deadline::{Deadline, DeadlineExceeded, DeadlineLayer, InvalidDeadlineH
 /// A server whose handler counts its calls, reports the budget it got in a header, and works
 /// for `work`.
 async fn start(
-    layer: DeadlineLayer<tower_deadline::HttpMode>,
+    layer: DeadlineLayer<tower_reliability_core::HttpMode>,
     work: Duration,
 ) -> (std::net::SocketAddr, Arc<AtomicU32>) {
     let calls = Arc::new(AtomicU32::new(0));
@@ -50,7 +50,7 @@ fn request(addr: std::net::SocketAddr, headers: &[(&str, &str)]) -> Request<Body
 
 #[tokio::test(start_paused = true)]
 async fn grpc_request_past_its_deadline_gets_status_4_in_http_200() {
-    let (addr, calls) = start(DeadlineLayer::http(), Duration::from_secs(10)).await;
+    let (addr, calls) = start(DeadlineLayer::new().http(), Duration::from_secs(10)).await;
     let client = common::h2_client();
     let started = Instant::now();
     let response = client
@@ -74,7 +74,7 @@ async fn grpc_request_past_its_deadline_gets_status_4_in_http_200() {
 #[tokio::test(start_paused = true)]
 async fn plain_http_past_its_deadline_gets_504_with_a_body() {
     let metrics = common::TestMetrics::new();
-    let layer = DeadlineLayer::http().meter(&metrics.meter());
+    let layer = DeadlineLayer::new().http().meter(&metrics.meter());
     let (addr, _) = start(layer, Duration::from_secs(10)).await;
     let response = common::client()
         .request(request(addr, &[("x-envoy-expected-rq-timeout-ms", "250")]))
@@ -92,7 +92,7 @@ async fn plain_http_past_its_deadline_gets_504_with_a_body() {
 #[tokio::test(start_paused = true)]
 async fn expired_on_arrival_never_reaches_the_inner_service() {
     let metrics = common::TestMetrics::new();
-    let layer = DeadlineLayer::http().meter(&metrics.meter());
+    let layer = DeadlineLayer::new().http().meter(&metrics.meter());
     let (addr, calls) = start(layer, Duration::ZERO).await;
     let http = common::client();
     let response = http
@@ -130,7 +130,8 @@ async fn expired_on_arrival_never_reaches_the_inner_service() {
 #[tokio::test(start_paused = true)]
 async fn malformed_header_is_ignored_and_counted_by_default() {
     let metrics = common::TestMetrics::new();
-    let layer = DeadlineLayer::http()
+    let layer = DeadlineLayer::new()
+        .http()
         .max(Duration::from_secs(3))
         .meter(&metrics.meter());
     let (addr, calls) = start(layer, Duration::ZERO).await;
@@ -158,7 +159,7 @@ async fn malformed_header_is_ignored_and_counted_by_default() {
 
 #[tokio::test(start_paused = true)]
 async fn strict_mode_refuses_malformed_headers() {
-    let (addr, calls) = start(DeadlineLayer::http().strict(true), Duration::ZERO).await;
+    let (addr, calls) = start(DeadlineLayer::new().http().strict(true), Duration::ZERO).await;
     let response = common::client()
         .request(request(addr, &[("x-request-timeout-ms", "soon")]))
         .await
@@ -183,7 +184,7 @@ async fn strict_mode_refuses_malformed_headers() {
 #[tokio::test(start_paused = true)]
 async fn the_server_cap_bounds_what_callers_ask_for() {
     let (addr, _) = start(
-        DeadlineLayer::http().max(Duration::from_secs(2)),
+        DeadlineLayer::new().http().max(Duration::from_secs(2)),
         Duration::ZERO,
     )
     .await;
@@ -252,7 +253,7 @@ async fn inner_errors_pass_through_unchanged() {
     impl std::error::Error for Upstream {}
 
     let service = ServiceBuilder::new()
-        .layer(DeadlineLayer::http())
+        .layer(DeadlineLayer::new().http())
         .service(service_fn(|_: Request<()>| async {
             Err::<http::Response<String>, _>(Upstream)
         }));

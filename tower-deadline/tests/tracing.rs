@@ -32,7 +32,7 @@ async fn reads_malformed_headers_and_misses_are_debug_events_and_misses_are_summ
             tokio::time::sleep(Duration::from_millis(200)).await;
             "done"
         }))
-        .layer(DeadlineLayer::http().max(Duration::from_secs(3)));
+        .layer(DeadlineLayer::new().http().max(Duration::from_secs(3)));
     let addr = common::serve(app).await;
     let client = common::client();
     let cases: [(&[(&str, &str)], StatusCode); 6] = [

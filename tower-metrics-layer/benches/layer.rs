@@ -19,7 +19,7 @@ use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Histogram, MeterProvider as _};
 use opentelemetry_sdk::metrics::{ManualReader, SdkMeterProvider};
 use tower::{Layer, Service, service_fn};
-use tower_metrics_layer::{DEFAULT_DURATION_BOUNDARIES, MetricsLayer};
+use tower_metrics_layer::{DEFAULT_DURATION_BOUNDARIES, MetricsBuilder, MetricsLayer};
 
 type Inner =
     tower::util::ServiceFn<fn(Request<()>) -> Ready<Result<Response<Empty<Bytes>>, Infallible>>>;
@@ -152,12 +152,14 @@ fn bench(c: &mut Criterion) {
         b.iter(|| typical.call(request(&uri)))
     });
 
-    let layer = MetricsLayer::http_server(&meter).route_fn(|req| {
-        req.uri()
-            .path()
-            .starts_with("/users/")
-            .then_some("/users/{id}")
-    });
+    let layer = MetricsBuilder::http_server(&meter)
+        .route_fn(|req| {
+            req.uri()
+                .path()
+                .starts_with("/users/")
+                .then_some("/users/{id}")
+        })
+        .build();
     let mut ours = layer.layer(inner());
     let name = if cfg!(feature = "bound-instruments") {
         "metrics_layer_bound_instruments"
@@ -166,7 +168,7 @@ fn bench(c: &mut Criterion) {
     };
     g.bench_function(name, |b| b.iter(|| run(ours.call(request(&uri))).unwrap()));
 
-    let layer = MetricsLayer::http_server(&meter)
+    let layer = MetricsBuilder::http_server(&meter)
         .route_fn(|req| {
             req.uri()
                 .path()
@@ -174,7 +176,8 @@ fn bench(c: &mut Criterion) {
                 .then_some("/users/{id}")
         })
         .active_requests(true)
-        .body_size(true);
+        .body_size(true)
+        .build();
     let mut full = layer.layer(inner());
     g.bench_function(format!("{name}_active_and_body_size"), |b| {
         b.iter(|| {
@@ -214,13 +217,14 @@ fn bench(c: &mut Criterion) {
 
     // No SDK installed: what the layer itself costs.
     let noop = opentelemetry::metrics::NoopMeterProvider::new().meter("noop");
-    let mut ours_noop = MetricsLayer::http_server(&noop)
+    let mut ours_noop = MetricsBuilder::http_server(&noop)
         .route_fn(|req| {
             req.uri()
                 .path()
                 .starts_with("/users/")
                 .then_some("/users/{id}")
         })
+        .build()
         .layer(inner());
     g.bench_function("metrics_layer_no_sdk", |b| {
         b.iter(|| run(ours_noop.call(request(&uri))).unwrap())

@@ -5,7 +5,9 @@
 
 use axum::{Router, routing::get};
 use http::HeaderName;
-use tower_metrics_layer::{LabelGuard, MetricsLayer, prometheus::PrometheusMetrics};
+use tower_metrics_layer::{
+    LabelGuard, MetricsBuilder, MetricsLayer, prometheus::PrometheusMetrics,
+};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -16,14 +18,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/users/{id}", get(|| async { "user\n" }))
         .route("/metrics", get(metrics.handler()))
         .layer(
-            MetricsLayer::http_server(&meter)
+            MetricsBuilder::http_server(&meter)
                 .active_requests(true)
                 .body_size(true)
                 .label_from_header(
                     "tenant",
                     HeaderName::from_static("x-tenant-id"),
                     LabelGuard::first_seen(20),
-                ),
+                )
+                .build(),
         );
 
     let addr = std::env::var("ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());

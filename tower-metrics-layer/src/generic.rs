@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
@@ -66,49 +66,48 @@ impl<Req, Res, E> Clone for GenericConfig<Req, Res, E> {
     }
 }
 
-/// Records a duration histogram (seconds) for any service, with an `outcome`
-/// attribute named by a user function and up to four guarded labels.
+/// Settings of a [`GenericMetricsLayer`]; [`build`](Self::build) creates its histogram and
+/// series cache, once. Settings are clamped to their documented bounds, never ignored.
 ///
 /// ```
 /// use opentelemetry::global;
 /// use tower::{ServiceBuilder, service_fn};
-/// use tower_metrics_layer::{GenericMetricsLayer, LabelGuard};
+/// use tower_metrics_layer::{GenericMetricsBuilder, LabelGuard, MetricsBuilder};
 ///
 /// struct Step { tenant: String, kind: &'static str }
 ///
-/// let layer = GenericMetricsLayer::<Step, (), std::io::Error>::new(
+/// let layer = GenericMetricsBuilder::<Step, (), std::io::Error>::new(
 ///         &global::meter("worker"), "worker.step.duration")
 ///     .label("tenant", |s: &Step| Some(s.tenant.as_str()), LabelGuard::default())
 ///     .label("step.type", |s: &Step| Some(s.kind), LabelGuard::allowlist(["fetch", "parse"]))
-///     .outcome(|r| match r { Ok(()) => "ok", Err(_) => "failed" });
+///     .outcome(|r| match r { Ok(()) => "ok", Err(_) => "failed" })
+///     .build();
 /// let _svc = ServiceBuilder::new()
 ///     .layer(layer)
 ///     .service(service_fn(|_s: Step| async { Ok::<(), std::io::Error>(()) }));
 /// ```
-pub struct GenericMetricsLayer<Req, Res, E> {
+pub struct GenericMetricsBuilder<Req, Res, E> {
     config: GenericConfig<Req, Res, E>,
-    built: Arc<OnceLock<Arc<GenericShared<Req, Res, E>>>>,
 }
 
-impl<Req, Res, E> Clone for GenericMetricsLayer<Req, Res, E> {
+impl<Req, Res, E> Clone for GenericMetricsBuilder<Req, Res, E> {
     fn clone(&self) -> Self {
         Self {
             config: self.config.clone(),
-            built: Arc::clone(&self.built),
         }
     }
 }
 
-impl<Req, Res, E> fmt::Debug for GenericMetricsLayer<Req, Res, E> {
+impl<Req, Res, E> fmt::Debug for GenericMetricsBuilder<Req, Res, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GenericMetricsLayer")
+        f.debug_struct("GenericMetricsBuilder")
             .field("name", &self.config.name)
             .field("labels", &self.config.labels.len())
             .finish_non_exhaustive()
     }
 }
 
-impl<Req, Res, E> GenericMetricsLayer<Req, Res, E> {
+impl<Req, Res, E> GenericMetricsBuilder<Req, Res, E> {
     /// A histogram named `name` on `meter`; outcome `"ok"` / `"error"` until
     /// [`outcome`](Self::outcome) is set.
     pub fn new(meter: &Meter, name: impl Into<Cow<'static, str>>) -> Self {
@@ -121,19 +120,17 @@ impl<Req, Res, E> GenericMetricsLayer<Req, Res, E> {
                 outcome: Arc::new(|r| if r.is_ok() { "ok" } else { "error" }),
                 max_series: DEFAULT_MAX_SERIES,
             },
-            built: Arc::new(OnceLock::new()),
         }
     }
 
     fn with(mut self, f: impl FnOnce(&mut GenericConfig<Req, Res, E>)) -> Self {
         f(&mut self.config);
-        self.built = Arc::new(OnceLock::new());
         self
     }
 
     /// Add a label `key` read from the request by `get`, bounded by `guard`. A
-    /// `None` omits the label. At most [`MAX_GENERIC_LABELS`] labels are kept;
-    /// further calls are ignored.
+    /// `None` omits the label. Clamped to the first [`MAX_GENERIC_LABELS`] labels (a
+    /// series per combination of four guarded labels is already a lot).
     pub fn label<F>(self, key: &'static str, get: F, guard: LabelGuard) -> Self
     where
         F: Fn(&Req) -> Option<&str> + Send + Sync + 'static,
@@ -160,37 +157,76 @@ impl<Req, Res, E> GenericMetricsLayer<Req, Res, E> {
     }
 
     /// Histogram bucket boundaries in seconds (clamped like
-    /// [`MetricsLayer::duration_boundaries`](crate::MetricsLayer::duration_boundaries)).
+    /// [`MetricsBuilder::duration_boundaries`](crate::MetricsBuilder::duration_boundaries)).
     pub fn duration_boundaries(self, boundaries: impl Into<Vec<f64>>) -> Self {
         let b = normalize_boundaries(boundaries.into());
         self.with(|c| c.boundaries = b)
     }
 
+    /// Creates the histogram and the series cache: the one place they are made. Every service
+    /// the layer builds, and every clone of the layer, shares them.
+    pub fn build(self) -> GenericMetricsLayer<Req, Res, E> {
+        GenericMetricsLayer {
+            shared: {
+                let c = self.config;
+                let duration = c
+                    .meter
+                    .f64_histogram(c.name.clone())
+                    .with_unit("s")
+                    .with_boundaries(c.boundaries.clone())
+                    .build();
+                let overflow = c
+                    .meter
+                    .u64_counter("tower.metrics.cardinality.overflow")
+                    .build();
+                Arc::new(GenericShared {
+                    instruments: Instruments {
+                        duration,
+                        response_size: None,
+                        request_size: None,
+                        active: None,
+                        overflow,
+                    },
+                    series: SeriesCache::new(c.max_series),
+                    config: c,
+                })
+            },
+        }
+    }
+}
+
+/// Records a duration histogram (seconds) for any service, with an `outcome`
+/// attribute named by a user function and up to four guarded labels; configured and built by
+/// [`GenericMetricsBuilder`]. Clones share one histogram and series cache.
+pub struct GenericMetricsLayer<Req, Res, E> {
+    shared: Arc<GenericShared<Req, Res, E>>,
+}
+
+impl<Req, Res, E> GenericMetricsLayer<Req, Res, E> {
+    /// A histogram named `name` on `meter` with every default (see
+    /// [`GenericMetricsBuilder::new`]).
+    pub fn new(meter: &Meter, name: impl Into<Cow<'static, str>>) -> Self {
+        GenericMetricsBuilder::new(meter, name).build()
+    }
+
     fn shared(&self) -> Arc<GenericShared<Req, Res, E>> {
-        Arc::clone(self.built.get_or_init(|| {
-            let c = self.config.clone();
-            let duration = c
-                .meter
-                .f64_histogram(c.name.clone())
-                .with_unit("s")
-                .with_boundaries(c.boundaries.clone())
-                .build();
-            let overflow = c
-                .meter
-                .u64_counter("tower.metrics.cardinality.overflow")
-                .build();
-            Arc::new(GenericShared {
-                instruments: Instruments {
-                    duration,
-                    response_size: None,
-                    request_size: None,
-                    active: None,
-                    overflow,
-                },
-                series: SeriesCache::new(c.max_series),
-                config: c,
-            })
-        }))
+        Arc::clone(&self.shared)
+    }
+}
+
+impl<Req, Res, E> Clone for GenericMetricsLayer<Req, Res, E> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<Req, Res, E> fmt::Debug for GenericMetricsLayer<Req, Res, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GenericMetricsLayer")
+            .field("name", &self.shared.config.name)
+            .finish_non_exhaustive()
     }
 }
 

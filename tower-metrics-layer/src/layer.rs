@@ -1,10 +1,10 @@
-//! [`MetricsLayer`]: the builder users see; it turns its [`Config`] into one [`Recorder`]
-//! shared by all the services it makes.
+//! [`MetricsBuilder`] (settings) and [`MetricsLayer`]: the builder turns its [`Config`] into
+//! one [`Recorder`] shared by all the services its layer makes.
 
 use std::any::Any;
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use http::{HeaderName, Method};
 use opentelemetry::metrics::Meter;
@@ -21,10 +21,14 @@ use crate::recorder::Recorder;
 use crate::request_body::{Metered, Unchanged};
 use crate::service::MetricsService;
 
-/// A [`Layer`] recording OpenTelemetry HTTP metrics for each request.
+/// Settings of a [`MetricsLayer`]; [`build`](Self::build) creates its recorder (instruments,
+/// series cache, label caps), once.
 ///
-/// Build it with [`MetricsLayer::http_server`] or [`MetricsLayer::http_client`], then
-/// adjust with the builder methods. Clones share instruments and caches.
+/// Start from the same constructors as the layer's ([`http_server`](Self::http_server),
+/// [`http_client`](Self::http_client), [`grpc_server`](Self::grpc_server),
+/// [`grpc_client`](Self::grpc_client)). Every setter follows the family's one rule:
+/// out-of-range values are clamped to the documented bounds, never rejected later, never
+/// ignored.
 ///
 /// Recorded (server mode), following the OpenTelemetry HTTP semantic conventions:
 ///
@@ -43,23 +47,21 @@ use crate::service::MetricsService;
 /// is recorded. With [`request_body_size`](Self::request_body_size),
 /// `http.*.request.body.size` (By) is recorded too; the type parameter `W` says how
 /// request bodies are wrapped (see [`request_body`](crate::request_body)).
-pub struct MetricsLayer<W = Unchanged> {
+pub struct MetricsBuilder<W = Unchanged> {
     config: Config,
-    built: Arc<OnceLock<Arc<Recorder>>>,
     _wrap: PhantomData<fn() -> W>,
 }
 
-impl<W> Clone for MetricsLayer<W> {
+impl<W> Clone for MetricsBuilder<W> {
     fn clone(&self) -> Self {
         Self {
             config: self.config.clone(),
-            built: Arc::clone(&self.built),
             _wrap: PhantomData,
         }
     }
 }
 
-impl MetricsLayer {
+impl MetricsBuilder {
     /// Server metrics (`http.server.request.duration` and friends) recorded on `meter`.
     ///
     /// With the `axum` feature, `http.route` is read from axum's `MatchedPath`.
@@ -112,17 +114,14 @@ impl MetricsLayer {
                 max_series: DEFAULT_MAX_SERIES,
                 request_body_size: false,
             },
-            built: Arc::new(OnceLock::new()),
             _wrap: PhantomData,
         }
     }
 }
 
-impl<W> MetricsLayer<W> {
+impl<W> MetricsBuilder<W> {
     fn with(mut self, f: impl FnOnce(&mut Config)) -> Self {
         f(&mut self.config);
-        // Configuration changed: clones made from now on share a new state.
-        self.built = Arc::new(OnceLock::new());
         self
     }
 
@@ -264,23 +263,22 @@ impl<W> MetricsLayer<W> {
     /// The size is recorded once both the body has ended (or been dropped) and the
     /// response is known, with the response's attributes. Costs one allocation per
     /// request. Not recorded in gRPC modes.
-    pub fn request_body_size(self) -> MetricsLayer<Metered> {
+    pub fn request_body_size(self) -> MetricsBuilder<Metered> {
         self.rewrap()
     }
 
     /// Like [`request_body_size`](Self::request_body_size), keeping the request body an
     /// `axum::body::Body` so the layer fits `Router::layer` (two allocations per request).
     #[cfg(feature = "axum")]
-    pub fn request_body_size_axum(self) -> MetricsLayer<crate::request_body::AxumMetered> {
+    pub fn request_body_size_axum(self) -> MetricsBuilder<crate::request_body::AxumMetered> {
         self.rewrap()
     }
 
-    fn rewrap<W2>(self) -> MetricsLayer<W2> {
+    fn rewrap<W2>(self) -> MetricsBuilder<W2> {
         let mut config = self.config;
         config.request_body_size = true;
-        MetricsLayer {
+        MetricsBuilder {
             config,
-            built: Arc::new(OnceLock::new()),
             _wrap: PhantomData,
         }
     }
@@ -294,11 +292,79 @@ impl<W> MetricsLayer<W> {
         self.with(|c| c.matched_path = on)
     }
 
-    pub(crate) fn recorder(&self) -> Arc<Recorder> {
-        Arc::clone(
-            self.built
-                .get_or_init(|| Arc::new(Recorder::new(self.config.clone()))),
-        )
+    /// Creates the recorder: the one place the layer's instruments, series cache and label
+    /// caps are made. Every service the layer builds, and every clone of the layer, shares it.
+    pub fn build(self) -> MetricsLayer<W> {
+        MetricsLayer {
+            recorder: Arc::new(Recorder::new(self.config)),
+            _wrap: PhantomData,
+        }
+    }
+}
+
+impl<W> fmt::Debug for MetricsBuilder<W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MetricsBuilder")
+            .field("mode", &self.config.mode)
+            .field("boundaries", &self.config.boundaries)
+            .field("active_requests", &self.config.active_requests)
+            .field("body_size", &self.config.body_size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A [`Layer`] recording OpenTelemetry HTTP metrics for each request.
+///
+/// [`MetricsLayer::http_server`] and its siblings give a layer with every default;
+/// [`MetricsBuilder`] (same constructors) adjusts it, and its `build` creates the recorder. The
+/// layer has no setters: it and its clones share one recorder, so a clone can never become a
+/// second set of caches by accident.
+///
+/// Recorded (server mode), following the OpenTelemetry HTTP semantic conventions:
+///
+/// | instrument | kind | when |
+/// |---|---|---|
+/// | `http.server.request.duration` (s) | histogram | always; until the response head is ready |
+/// | `http.server.active_requests` | up-down counter | [`active_requests(true)`](MetricsBuilder::active_requests) |
+/// | `http.server.response.body.size` (By) | histogram | [`body_size(true)`](MetricsBuilder::body_size) |
+/// | `http.server.request.body.size` (By) | histogram | [`request_body_size()`](MetricsBuilder::request_body_size) |
+/// | `tower.metrics.cardinality.overflow` | counter | when a cap refused a value |
+///
+/// Client mode records `http.client.*` with `server.address` and `server.port`
+/// instead of `http.route`: the host and port of the absolute request URI (userinfo is never
+/// recorded) or, for an origin-form URI, of the `Host` header; the port defaults to 80 or 443
+/// by scheme (see [`https`](MetricsBuilder::https) for origin-form requests). With no host
+/// known, neither is recorded. The type parameter `W` says how request bodies are wrapped (see
+/// [`request_body`](crate::request_body)).
+pub struct MetricsLayer<W = Unchanged> {
+    recorder: Arc<Recorder>,
+    _wrap: PhantomData<fn() -> W>,
+}
+
+impl MetricsLayer {
+    /// Server metrics with every default; see [`MetricsBuilder::http_server`].
+    pub fn http_server(meter: &Meter) -> Self {
+        MetricsBuilder::http_server(meter).build()
+    }
+
+    /// Client metrics with every default; see [`MetricsBuilder::http_client`].
+    pub fn http_client(meter: &Meter) -> Self {
+        MetricsBuilder::http_client(meter).build()
+    }
+
+    /// gRPC server metrics with every default; see [`MetricsBuilder::grpc_server`].
+    pub fn grpc_server(meter: &Meter) -> Self {
+        MetricsBuilder::grpc_server(meter).build()
+    }
+
+    /// gRPC client metrics with every default; see [`MetricsBuilder::grpc_client`].
+    pub fn grpc_client(meter: &Meter) -> Self {
+        MetricsBuilder::grpc_client(meter).build()
+    }
+
+    /// Server metrics on the global meter named `tower-metrics-layer`.
+    pub fn http_server_global() -> Self {
+        MetricsBuilder::http_server_global().build()
     }
 }
 
@@ -309,14 +375,24 @@ impl Default for MetricsLayer {
     }
 }
 
+impl<W> MetricsLayer<W> {
+    pub(crate) fn recorder(&self) -> Arc<Recorder> {
+        Arc::clone(&self.recorder)
+    }
+}
+
+impl<W> Clone for MetricsLayer<W> {
+    fn clone(&self) -> Self {
+        Self {
+            recorder: Arc::clone(&self.recorder),
+            _wrap: PhantomData,
+        }
+    }
+}
+
 impl<W> fmt::Debug for MetricsLayer<W> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MetricsLayer")
-            .field("mode", &self.config.mode)
-            .field("boundaries", &self.config.boundaries)
-            .field("active_requests", &self.config.active_requests)
-            .field("body_size", &self.config.body_size)
-            .finish_non_exhaustive()
+        f.debug_struct("MetricsLayer").finish_non_exhaustive()
     }
 }
 
@@ -337,7 +413,9 @@ mod tests {
     #[tokio::test]
     async fn series_cache_is_bounded() {
         let provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder().build();
-        let layer = MetricsLayer::http_server(&provider.meter("t")).max_series(2);
+        let layer = MetricsBuilder::http_server(&provider.meter("t"))
+            .max_series(2)
+            .build();
         let recorder = layer.recorder();
         for status in [200u16, 201, 202, 203, 204] {
             let svc = layer.layer(service_fn(move |_req: http::Request<String>| async move {
@@ -355,12 +433,12 @@ mod tests {
     }
 
     #[test]
-    fn clones_share_state_until_reconfigured() {
+    fn clones_share_one_recorder_and_each_build_makes_one() {
         let meter = opentelemetry::global::meter("t");
-        let a = MetricsLayer::http_server(&meter);
+        let builder = MetricsBuilder::http_server(&meter).active_requests(true);
+        let a = builder.clone().build();
         let b = a.clone();
         assert!(Arc::ptr_eq(&a.recorder(), &b.recorder()));
-        let c = b.active_requests(true);
-        assert!(!Arc::ptr_eq(&a.recorder(), &c.recorder()));
+        assert!(!Arc::ptr_eq(&a.recorder(), &builder.build().recorder()));
     }
 }

@@ -11,7 +11,7 @@
 //! use opentelemetry::metrics::MeterProvider as _;
 //! use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
-//! use tower_metrics_layer::MetricsLayer;
+//! use tower_metrics_layer::{MetricsBuilder, MetricsLayer};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -22,11 +22,11 @@
 //! let meter = provider.meter("my-app");
 //!
 //! let svc = ServiceBuilder::new()
-//!     .layer(MetricsLayer::http_server(&meter).route_fn(|req| match req.uri().path() {
+//!     .layer(MetricsBuilder::http_server(&meter).route_fn(|req| match req.uri().path() {
 //!         "/health" => Some("/health"),
 //!         p if p.starts_with("/users/") => Some("/users/{id}"),
 //!         _ => None, // unknown routes get no `http.route`, never the raw path
-//!     }))
+//!     }).build())
 //!     .service(service_fn(|_req: Request<String>| async {
 //!         Ok::<_, std::convert::Infallible>(Response::new(String::from("hi")))
 //!     }));
@@ -47,10 +47,10 @@
 //! # }
 //! ```
 //!
-//! Opt-in extras: [`MetricsLayer::active_requests`] (released when the response
+//! Opt-in extras: [`MetricsBuilder::active_requests`] (released when the response
 //! body ends or is dropped, or the request future is dropped), response body sizes
-//! ([`MetricsLayer::body_size`]) and request body sizes
-//! ([`MetricsLayer::request_body_size`]), both counted from the bytes streamed.
+//! ([`MetricsBuilder::body_size`]) and request body sizes
+//! ([`MetricsBuilder::request_body_size`]), both counted from the bytes streamed.
 //! [`MetricsLayer::grpc_server`] and [`MetricsLayer::grpc_client`] record the RPC
 //! conventions, [`GenericMetricsLayer`] any `Service<Req>`.
 //!
@@ -59,8 +59,8 @@
 //! No raw path, id or free-form value becomes a label by default:
 //!
 //! - `http.route` comes from axum's `MatchedPath` (feature `axum`) or
-//!   [`MetricsLayer::route_fn`]; when unknown it is omitted. Distinct routes are
-//!   capped ([`MetricsLayer::max_targets`]).
+//!   [`MetricsBuilder::route_fn`]; when unknown it is omitted. Distinct routes are
+//!   capped ([`MetricsBuilder::max_targets`]).
 //! - unknown methods become `_OTHER`.
 //! - extra labels such as a tenant go through a [`LabelGuard`] (allowlist and/or
 //!   first-N-seen cap, default 20); other values become `other`.
@@ -86,7 +86,6 @@
 //!   [`LabelGuard`] first turns a value into `other` (once per guard, never per request).
 //!
 //! [tower]: https://docs.rs/tower
-#![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 // How a request flows, and how the files stand: each file imports only files declared above
@@ -165,9 +164,10 @@ pub use buckets::{DEFAULT_DURATION_BOUNDARIES, LONG_DURATION_BOUNDARIES};
 pub use config::{DEFAULT_MAX_SERIES, DEFAULT_MAX_TARGETS};
 pub use future::ResponseFuture;
 pub use generic::{
-    GenericMetricsLayer, GenericMetricsService, GenericResponseFuture, MAX_GENERIC_LABELS,
+    GenericMetricsBuilder, GenericMetricsLayer, GenericMetricsService, GenericResponseFuture,
+    MAX_GENERIC_LABELS,
 };
 pub use head::RequestHead;
 pub use label_guard::{DEFAULT_MAX_DISTINCT, LabelGuard, MAX_VALUE_LEN, OTHER};
-pub use layer::MetricsLayer;
+pub use layer::{MetricsBuilder, MetricsLayer};
 pub use service::MetricsService;

@@ -90,6 +90,15 @@ pub struct RequestBodyTracker {
     series: OnceLock<Arc<Series>>,
 }
 
+impl std::fmt::Debug for RequestBodyTracker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestBodyTracker")
+            .field("bytes", &self.bytes)
+            .field("body_done", &self.body_done)
+            .finish_non_exhaustive()
+    }
+}
+
 impl RequestBodyTracker {
     pub(crate) fn new(recorder: Arc<Recorder>) -> Self {
         Self {

@@ -11,7 +11,7 @@ use http::{Request, Response};
 use tower::{Layer, ServiceExt};
 #[cfg(feature = "prometheus")]
 use tower_metrics_layer::prometheus::PrometheusMetrics;
-use tower_metrics_layer::{LabelGuard, MetricsLayer};
+use tower_metrics_layer::{LabelGuard, MetricsBuilder, MetricsLayer};
 
 async fn one_request(layer: MetricsLayer, path: &str) {
     let service = layer.layer(tower::service_fn(|_: Request<()>| async {
@@ -28,9 +28,10 @@ async fn one_request(layer: MetricsLayer, path: &str) {
 async fn zero_and_maximal_caps_still_record_every_request() {
     for (targets, series) in [(0, 0), (usize::MAX, usize::MAX), (1, 0), (0, 1)] {
         let m = TestMetrics::new();
-        let layer = MetricsLayer::http_client(&m.meter())
+        let layer = MetricsBuilder::http_client(&m.meter())
             .max_targets(targets)
-            .max_series(series);
+            .max_series(series)
+            .build();
         one_request(layer.clone(), "http://a.example/x").await;
         one_request(layer, "http://b.example/y").await;
         let points = m.points("http.client.request.duration");
@@ -50,11 +51,9 @@ async fn guards_that_admit_nothing_or_everything() {
         LabelGuard::allowlist(Vec::<String>::new()),
     ] {
         let m = TestMetrics::new();
-        let layer = MetricsLayer::http_server(&m.meter()).label_from_header(
-            "tenant",
-            http::HeaderName::from_static("x-tenant"),
-            guard,
-        );
+        let layer = MetricsBuilder::http_server(&m.meter())
+            .label_from_header("tenant", http::HeaderName::from_static("x-tenant"), guard)
+            .build();
         one_request(layer, "/x").await;
         let points = m.points("http.server.request.duration");
         assert_eq!(points.iter().map(|p| p.count).sum::<u64>(), 1);

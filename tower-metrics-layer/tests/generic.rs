@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use common::TestMetrics;
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
-use tower_metrics_layer::{GenericMetricsLayer, LabelGuard};
+use tower_metrics_layer::{GenericMetricsBuilder, GenericMetricsLayer, LabelGuard, MetricsBuilder};
 
 struct Step {
     tenant: String,
@@ -17,7 +17,7 @@ struct Step {
 #[tokio::test]
 async fn steps_are_recorded_per_tenant_type_and_outcome() {
     let m = TestMetrics::new();
-    let layer = GenericMetricsLayer::<Step, u32, String>::new(&m.meter(), "worker.step.duration")
+    let layer = GenericMetricsBuilder::<Step, u32, String>::new(&m.meter(), "worker.step.duration")
         .label(
             "tenant",
             |s: &Step| Some(s.tenant.as_str()),
@@ -32,7 +32,8 @@ async fn steps_are_recorded_per_tenant_type_and_outcome() {
             Ok(_) => "ok",
             Err(e) if e.contains("retry") => "retry",
             Err(_) => "failed",
-        });
+        })
+        .build();
     let mut svc = ServiceBuilder::new()
         .layer(layer)
         .service(service_fn(|s: Step| async move {

@@ -17,7 +17,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tower::{ServiceBuilder, ServiceExt};
-use tower_metrics_layer::MetricsLayer;
+use tower_metrics_layer::{MetricsBuilder, MetricsLayer};
 
 const SERVER: &str = "rpc.server.call.duration";
 const CLIENT: &str = "rpc.client.call.duration";
@@ -143,9 +143,9 @@ async fn status_from_trailers_and_headers_is_recorded_on_both_sides() {
 #[tokio::test]
 async fn unknown_methods_beyond_the_cap_become_other() {
     let server = TestMetrics::new();
-    let addr = serve(app(
-        MetricsLayer::grpc_server(&server.meter()).max_targets(2)
-    ))
+    let addr = serve(app(MetricsBuilder::grpc_server(&server.meter())
+        .max_targets(2)
+        .build()))
     .await;
     let client = Client::builder(TokioExecutor::new())
         .http2_only(true)

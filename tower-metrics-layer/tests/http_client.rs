@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tower::{ServiceBuilder, ServiceExt};
-use tower_metrics_layer::MetricsLayer;
+use tower_metrics_layer::{MetricsBuilder, MetricsLayer};
 
 const DURATION: &str = "http.client.request.duration";
 
@@ -25,10 +25,11 @@ async fn client_requests_are_recorded_per_server_and_status() {
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let svc = ServiceBuilder::new()
         .layer(
-            MetricsLayer::http_client(&m.meter())
+            MetricsBuilder::http_client(&m.meter())
                 .provider("local-llm")
                 .active_requests(true)
-                .body_size(true),
+                .body_size(true)
+                .build(),
         )
         .service(client);
     for path in ["/ok", "/ok", "/busy"] {
@@ -74,10 +75,14 @@ async fn connect_errors_pass_through_and_get_a_low_cardinality_name() {
     };
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let svc = ServiceBuilder::new()
-        .layer(MetricsLayer::http_client(&m.meter()).error_type_fn(|e| {
-            let e = e.downcast_ref::<hyper_util::client::legacy::Error>()?;
-            e.is_connect().then_some("connect_error")
-        }))
+        .layer(
+            MetricsBuilder::http_client(&m.meter())
+                .error_type_fn(|e| {
+                    let e = e.downcast_ref::<hyper_util::client::legacy::Error>()?;
+                    e.is_connect().then_some("connect_error")
+                })
+                .build(),
+        )
         .service(client);
     let err = svc
         .oneshot(
@@ -112,7 +117,11 @@ async fn unclassified_errors_are_other() {
 async fn panicking_inner_service_releases_active_count() {
     let m = TestMetrics::new();
     let svc = ServiceBuilder::new()
-        .layer(MetricsLayer::http_server(&m.meter()).active_requests(true))
+        .layer(
+            MetricsBuilder::http_server(&m.meter())
+                .active_requests(true)
+                .build(),
+        )
         .service(tower::service_fn(|_req: http::Request<()>| async {
             if true {
                 panic!("handler bug");
@@ -226,7 +235,8 @@ async fn forwarding_client(
 async fn origin_form_requests_name_the_server_by_host_with_the_schemes_default_port() {
     let m = TestMetrics::new();
     let (plain, _) = forwarding_client(MetricsLayer::http_client(&m.meter())).await;
-    let (tls, _) = forwarding_client(MetricsLayer::http_client(&m.meter()).https(true)).await;
+    let (tls, _) =
+        forwarding_client(MetricsBuilder::http_client(&m.meter()).https(true).build()).await;
     for (svc, host) in [
         (plain.clone(), "api.internal"),
         (plain.clone(), "api.internal:9000"),
@@ -287,7 +297,11 @@ async fn absolute_uris_name_the_server_without_userinfo() {
 async fn one_address_on_many_ports_stays_within_the_cap() {
     let m = TestMetrics::new();
     let svc = ServiceBuilder::new()
-        .layer(MetricsLayer::http_client(&m.meter()).max_targets(2))
+        .layer(
+            MetricsBuilder::http_client(&m.meter())
+                .max_targets(2)
+                .build(),
+        )
         .service(Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>());
     let mut ports = Vec::new();
     for _ in 0..3 {
@@ -341,7 +355,11 @@ async fn client_request_body_sizes_count_bytes_sent() {
         tower_metrics_layer::request_body::MeteredRequestBody<http_body_util::Full<Bytes>>,
     >();
     let svc = ServiceBuilder::new()
-        .layer(MetricsLayer::http_client(&m.meter()).request_body_size())
+        .layer(
+            MetricsBuilder::http_client(&m.meter())
+                .request_body_size()
+                .build(),
+        )
         .service(client);
     let req = http::Request::post(format!("http://{addr}/upload"))
         .body(http_body_util::Full::new(Bytes::from(vec![b'z'; 4321])))

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use common::{TestMetrics, client, send, send_with, serve};
 use http_body::Frame;
 use tokio::sync::Notify;
-use tower_metrics_layer::{LabelGuard, MetricsLayer};
+use tower_metrics_layer::{LabelGuard, MetricsBuilder, MetricsLayer};
 
 const DURATION: &str = "http.server.request.duration";
 const ACTIVE: &str = "http.server.active_requests";
@@ -117,7 +117,9 @@ async fn unknown_methods_become_other() {
 async fn custom_method_list() {
     let m = TestMetrics::new();
     let purge = http::Method::from_bytes(b"PURGE").unwrap();
-    let layer = MetricsLayer::http_server(&m.meter()).known_methods([http::Method::GET, purge]);
+    let layer = MetricsBuilder::http_server(&m.meter())
+        .known_methods([http::Method::GET, purge])
+        .build();
     let addr = serve(app(layer)).await;
     let c = client();
     send(&c, "PURGE", format!("http://{addr}/users/1")).await;
@@ -152,12 +154,14 @@ async fn thousand_unmatched_paths_make_one_series() {
 #[tokio::test]
 async fn route_fn_names_routes_without_axum_matching() {
     let m = TestMetrics::new();
-    let layer = MetricsLayer::http_server(&m.meter()).route_fn(|req| {
-        req.uri()
-            .path()
-            .starts_with("/files/")
-            .then_some("/files/{*path}")
-    });
+    let layer = MetricsBuilder::http_server(&m.meter())
+        .route_fn(|req| {
+            req.uri()
+                .path()
+                .starts_with("/files/")
+                .then_some("/files/{*path}")
+        })
+        .build();
     let app = Router::new().fallback(|| async { "file" }).layer(layer);
     let addr = serve(app).await;
     let c = client();
@@ -174,11 +178,13 @@ async fn route_fn_names_routes_without_axum_matching() {
 #[tokio::test]
 async fn tenant_guard_maps_unknown_to_other() {
     let m = TestMetrics::new();
-    let layer = MetricsLayer::http_server(&m.meter()).label_from_header(
-        "tenant",
-        http::HeaderName::from_static("x-tenant-id"),
-        LabelGuard::allowlist(["acme", "globex"]),
-    );
+    let layer = MetricsBuilder::http_server(&m.meter())
+        .label_from_header(
+            "tenant",
+            http::HeaderName::from_static("x-tenant-id"),
+            LabelGuard::allowlist(["acme", "globex"]),
+        )
+        .build();
     let addr = serve(app(layer)).await;
     let c = client();
     let url = format!("http://{addr}/users/1");
@@ -203,11 +209,13 @@ async fn tenant_guard_maps_unknown_to_other() {
 async fn first_seen_guard_caps_tenants() {
     let m = TestMetrics::new();
     let guard = LabelGuard::first_seen(3);
-    let layer = MetricsLayer::http_server(&m.meter()).label_from_header(
-        "tenant",
-        http::HeaderName::from_static("x-tenant-id"),
-        guard.clone(),
-    );
+    let layer = MetricsBuilder::http_server(&m.meter())
+        .label_from_header(
+            "tenant",
+            http::HeaderName::from_static("x-tenant-id"),
+            guard.clone(),
+        )
+        .build();
     let addr = serve(app(layer)).await;
     let c = client();
     for i in 0..10 {
@@ -246,7 +254,9 @@ fn hanging_app(layer: MetricsLayer, started: Arc<Notify>) -> Router {
 async fn request_dropped_mid_flight_returns_active_to_zero() {
     let m = TestMetrics::new();
     let started = Arc::new(Notify::new());
-    let layer = MetricsLayer::http_server(&m.meter()).active_requests(true);
+    let layer = MetricsBuilder::http_server(&m.meter())
+        .active_requests(true)
+        .build();
     let addr = serve(hanging_app(layer, started.clone())).await;
     let c = client();
     let req = tokio::spawn({
@@ -296,9 +306,10 @@ impl http_body::Body for ChunkBody {
 #[tokio::test]
 async fn body_dropped_mid_stream_returns_active_to_zero() {
     let m = TestMetrics::new();
-    let layer = MetricsLayer::http_server(&m.meter())
+    let layer = MetricsBuilder::http_server(&m.meter())
         .active_requests(true)
-        .body_size(true);
+        .body_size(true)
+        .build();
     let app = Router::new()
         .route(
             "/stream",
@@ -344,9 +355,10 @@ async fn body_dropped_mid_stream_returns_active_to_zero() {
 #[tokio::test]
 async fn body_sizes_equal_bytes_streamed() {
     let m = TestMetrics::new();
-    let layer = MetricsLayer::http_server(&m.meter())
+    let layer = MetricsBuilder::http_server(&m.meter())
         .active_requests(true)
-        .body_size(true);
+        .body_size(true)
+        .build();
     let app = Router::new()
         .route(
             "/stream",
@@ -422,7 +434,9 @@ async fn latency_lands_in_the_right_bucket() {
 #[tokio::test]
 async fn request_body_sizes_equal_bytes_read() {
     let m = TestMetrics::new();
-    let layer = MetricsLayer::http_server(&m.meter()).request_body_size_axum();
+    let layer = MetricsBuilder::http_server(&m.meter())
+        .request_body_size_axum()
+        .build();
     let app = Router::new()
         .route(
             "/upload",
@@ -463,7 +477,9 @@ async fn request_body_sizes_equal_bytes_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_are_all_counted_and_released() {
     let m = TestMetrics::new();
-    let layer = MetricsLayer::http_server(&m.meter()).active_requests(true);
+    let layer = MetricsBuilder::http_server(&m.meter())
+        .active_requests(true)
+        .build();
     let app = Router::new()
         .route(
             "/work/{n}",
@@ -512,7 +528,7 @@ async fn http2_requests_record_protocol_version_2() {
 #[tokio::test]
 async fn label_fn_https_and_route_cap() {
     let m = TestMetrics::new();
-    let layer = MetricsLayer::http_server(&m.meter())
+    let layer = MetricsBuilder::http_server(&m.meter())
         .https(true)
         .max_targets(1)
         .label_fn(
@@ -524,7 +540,8 @@ async fn label_fn_https_and_route_cap() {
                     .and_then(|k| k.split('_').next())
             },
             LabelGuard::allowlist(["free", "pro"]),
-        );
+        )
+        .build();
     let addr = serve(app(layer)).await;
     let c = client();
     send_with(

@@ -13,17 +13,18 @@ use common::{client, send, send_with, serve};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 use tower_metrics_layer::prometheus::{CONTENT_TYPE, PrometheusMetrics};
-use tower_metrics_layer::{LabelGuard, MetricsLayer};
+use tower_metrics_layer::{LabelGuard, MetricsBuilder, MetricsLayer};
 
 fn app(metrics: &PrometheusMetrics) -> Router {
-    let layer = MetricsLayer::http_server(&metrics.meter("my-app"))
+    let layer = MetricsBuilder::http_server(&metrics.meter("my-app"))
         .active_requests(true)
         .body_size(true)
         .label_from_header(
             "tenant",
             http::HeaderName::from_static("x-tenant-id"),
             LabelGuard::first_seen(2),
-        );
+        )
+        .build();
     Router::new()
         .route("/users/{id}", get(|| async { "user" }))
         .route("/fail", get(|| async { StatusCode::SERVICE_UNAVAILABLE }))
@@ -152,7 +153,9 @@ async fn long_request_preset_and_boundary_override() {
         .without_target_info()
         .build()
         .unwrap();
-    let layer = MetricsLayer::http_server(&metrics.meter("a")).long_requests();
+    let layer = MetricsBuilder::http_server(&metrics.meter("a"))
+        .long_requests()
+        .build();
     let app = Router::new()
         .route("/x", get(|| async { "x" }))
         .layer(layer);
@@ -182,11 +185,13 @@ async fn sdk_cardinality_limit_applies_through_views() {
         .cardinality_limit(3)
         .build()
         .unwrap();
-    let layer = MetricsLayer::http_server(&metrics.meter("a")).label_from_header(
-        "tenant",
-        http::HeaderName::from_static("x-tenant-id"),
-        LabelGuard::first_seen(50),
-    );
+    let layer = MetricsBuilder::http_server(&metrics.meter("a"))
+        .label_from_header(
+            "tenant",
+            http::HeaderName::from_static("x-tenant-id"),
+            LabelGuard::first_seen(50),
+        )
+        .build();
     let app = Router::new()
         .route("/x", get(|| async { "x" }))
         .layer(layer);

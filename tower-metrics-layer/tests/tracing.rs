@@ -8,7 +8,7 @@ use axum::Router;
 use axum::routing::get;
 use common::{TestMetrics, client, send, send_with, serve};
 use event_log::EventLog;
-use tower_metrics_layer::{LabelGuard, MetricsLayer};
+use tower_metrics_layer::{LabelGuard, MetricsBuilder, MetricsLayer};
 use tracing::Level;
 
 #[tokio::test]
@@ -18,11 +18,13 @@ async fn a_full_label_guard_warns_once_naming_the_label_and_the_first_refused_va
     let _guard = tracing::subscriber::set_default(log);
     let m = TestMetrics::new();
     let guard = LabelGuard::allowlist(["acme"]);
-    let layer = MetricsLayer::http_server(&m.meter()).label_from_header(
-        "tenant",
-        http::HeaderName::from_static("x-tenant-id"),
-        guard.clone(),
-    );
+    let layer = MetricsBuilder::http_server(&m.meter())
+        .label_from_header(
+            "tenant",
+            http::HeaderName::from_static("x-tenant-id"),
+            guard.clone(),
+        )
+        .build();
     let addr = serve(
         Router::new()
             .route("/", get(|| async { "ok" }))

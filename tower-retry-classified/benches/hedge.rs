@@ -26,7 +26,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tower::{BoxError, Service, ServiceExt};
 use tower_layer::Layer;
-use tower_retry_classified::{Classification, HedgeLayer, ReplayBody};
+use tower_retry_classified::{Classification, HedgeBuilder, HedgeLayer, ReplayBody};
 
 const REQUESTS: usize = 2000;
 const IN_FLIGHT: usize = 20;
@@ -121,10 +121,12 @@ fn tail_table(rt: &tokio::runtime::Runtime) {
             match case {
                 "no hedging" => drive(client, addr).await,
                 "HedgeLayer, observed p95" => {
-                    drive(HedgeLayer::http().layer(replaying), addr).await
+                    drive(HedgeLayer::for_http().layer(replaying), addr).await
                 }
                 _ => {
-                    let layer = HedgeLayer::http().delay(Duration::from_millis(25));
+                    let layer = HedgeBuilder::for_http()
+                        .delay(Duration::from_millis(25))
+                        .build();
                     drive(layer.layer(replaying), addr).await
                 }
             }

@@ -106,7 +106,7 @@ fn bench(c: &mut Criterion) {
                 async move { svc.oneshot(req).await.unwrap() }
             })
         });
-        let ours = rt.block_on(async { RetryLayer::http().layer(Drain) });
+        let ours = rt.block_on(async { RetryLayer::for_http().layer(Drain) });
         group.bench_function("classified_full", |b| {
             b.to_async(&rt).iter(|| {
                 let req = Request::post("/").body(Full::new(data.clone())).unwrap();
@@ -120,7 +120,7 @@ fn bench(c: &mut Criterion) {
                 async move { Drain.oneshot(req).await.unwrap() }
             })
         });
-        let ours_streamed = rt.block_on(async { RetryLayer::http().layer(Drain) });
+        let ours_streamed = rt.block_on(async { RetryLayer::for_http().layer(Drain) });
         group.bench_function("classified_streamed", |b| {
             b.to_async(&rt).iter(|| {
                 let req = Request::post("/").body(chunks(&data)).unwrap();

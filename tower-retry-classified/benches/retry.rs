@@ -116,14 +116,14 @@ fn sequential(c: &mut Criterion) {
                 async move { one(&mut svc, request(headers)).await }
             })
         });
-        let ours = rt.block_on(async { RetryLayer::http().layer(Trivial) });
+        let ours = rt.block_on(async { RetryLayer::for_http().layer(Trivial) });
         group.bench_function("classified_budget_on", |b| {
             b.to_async(&rt).iter(|| {
                 let mut svc = ours.clone();
                 async move { one(&mut svc, request(headers)).await }
             })
         });
-        let ours_nb = rt.block_on(async { RetryLayer::http().no_budget().layer(Trivial) });
+        let ours_nb = rt.block_on(async { RetryLayer::for_http().no_budget().layer(Trivial) });
         group.bench_function("classified_budget_off", |b| {
             b.to_async(&rt).iter(|| {
                 let mut svc = ours_nb.clone();
@@ -186,11 +186,11 @@ fn concurrent_64(c: &mut Criterion) {
     group.bench_function("tower_retry_tps_budget", |b| {
         b.iter_custom(|n| concurrent(&rt, tps.clone(), n))
     });
-    let ours = rt.block_on(async { RetryLayer::http().layer(Trivial) });
+    let ours = rt.block_on(async { RetryLayer::for_http().layer(Trivial) });
     group.bench_function("classified_budget_on", |b| {
         b.iter_custom(|n| concurrent(&rt, ours.clone(), n))
     });
-    let ours_nb = rt.block_on(async { RetryLayer::http().no_budget().layer(Trivial) });
+    let ours_nb = rt.block_on(async { RetryLayer::for_http().no_budget().layer(Trivial) });
     group.bench_function("classified_budget_off", |b| {
         b.iter_custom(|n| concurrent(&rt, ours_nb.clone(), n))
     });
@@ -205,7 +205,7 @@ fn parts(c: &mut Criterion) {
         .unwrap();
     let _guard = rt.enter();
     {
-        let mut ours = RetryLayer::http().layer(Trivial);
+        let mut ours = RetryLayer::for_http().layer(Trivial);
         let mut tower_retry = Retry::new(CloneNeverRetry, Trivial);
         let a = ours.call(request(0));
         let b = tower_retry.call(request(0));
@@ -287,11 +287,11 @@ fn interleaved(_: &mut Criterion) {
             Some("tower") => best_of(&rt, Retry::new(CloneNeverRetry, Trivial)),
             Some("off") => best_of(
                 &rt,
-                rt.block_on(async { RetryLayer::http().no_budget().layer(Trivial) }),
+                rt.block_on(async { RetryLayer::for_http().no_budget().layer(Trivial) }),
             ),
             _ => best_of(
                 &rt,
-                rt.block_on(async { RetryLayer::http().layer(Trivial) }),
+                rt.block_on(async { RetryLayer::for_http().layer(Trivial) }),
             ),
         };
         eprintln!("only {only:?}: {best:?}");
@@ -301,8 +301,8 @@ fn interleaved(_: &mut Criterion) {
         let tower_retry = Retry::new(CloneNeverRetry, Trivial);
         let (ours, ours_nb) = rt.block_on(async {
             (
-                RetryLayer::http().layer(Trivial),
-                RetryLayer::http().no_budget().layer(Trivial),
+                RetryLayer::for_http().layer(Trivial),
+                RetryLayer::for_http().no_budget().layer(Trivial),
             )
         });
         let mut best = [Duration::MAX; 4];
@@ -336,8 +336,8 @@ fn interleaved(_: &mut Criterion) {
     let tower_retry = Retry::new(CloneNeverRetry, Trivial);
     let (ours, ours_nb) = mt.block_on(async {
         (
-            RetryLayer::http().layer(Trivial),
-            RetryLayer::http().no_budget().layer(Trivial),
+            RetryLayer::for_http().layer(Trivial),
+            RetryLayer::for_http().no_budget().layer(Trivial),
         )
     });
     let calls = 64 * 1000;

@@ -13,10 +13,17 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::error::ConfigError;
-
 /// Maximum number of one-second slots (Finagle allows windows of 1 to 60 s).
 const MAX_SLOTS: usize = 60;
+
+/// The default window: long enough to smooth a burst, short enough to follow a recovery.
+const DEFAULT_WINDOW: Duration = Duration::from_secs(10);
+
+/// The default share of retries per request (20%): a full outage adds at most a fifth more load.
+const DEFAULT_RATIO: f64 = 0.2;
+
+/// The largest ratio accepted.
+const MAX_RATIO: f64 = 1000.0;
 
 /// Shards of the request counter per slot (and of the retry service's configuration); each
 /// thread sticks to one.
@@ -57,7 +64,7 @@ pub(crate) fn shard() -> usize {
 /// use tower_retry_classified::RetryBudget;
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
-/// let budget = RetryBudget::new(Duration::from_secs(10), 0, 0.5).unwrap();
+/// let budget = RetryBudget::new(Duration::from_secs(10), 0, 0.5);
 /// budget.deposit();
 /// budget.deposit();
 /// assert!(budget.withdraw()); // 2 requests × 0.5 = 1 retry
@@ -83,27 +90,29 @@ struct Inner {
 
 impl Default for RetryBudget {
     fn default() -> Self {
-        Self::new(Duration::from_secs(10), 10, 0.2).expect("defaults are valid")
+        Self::new(DEFAULT_WINDOW, 10, DEFAULT_RATIO)
     }
 }
 
 impl RetryBudget {
-    /// A budget over `window` (1 to 60 s, whole seconds; sub-second parts are rounded up)
-    /// allowing `min_per_sec` retries per second regardless of load plus `ratio` retries per
-    /// request (0.0 to 1000.0; 0.2 means 20%).
-    pub fn new(window: Duration, min_per_sec: u32, ratio: f64) -> Result<Self, ConfigError> {
+    /// A budget over `window` allowing `min_per_sec` retries per second regardless of load plus
+    /// `ratio` retries per request (0.2 means 20%).
+    ///
+    /// Clamped like every setting of the family: `window` to 1..=60 s in whole seconds
+    /// (sub-second parts rounded up), `ratio` to 0.0..=1000.0 (NaN means the default 0.2).
+    pub fn new(window: Duration, min_per_sec: u32, ratio: f64) -> Self {
         // Saturating: `Duration::MAX` has `u64::MAX` whole seconds and a fraction.
         let secs = window
             .as_secs()
-            .saturating_add(u64::from(window.subsec_nanos() > 0));
-        if !(1..=MAX_SLOTS as u64).contains(&secs) {
-            return Err(ConfigError::BudgetWindow(window));
-        }
-        if !ratio.is_finite() || !(0.0..=1000.0).contains(&ratio) {
-            return Err(ConfigError::BudgetRatio(ratio));
-        }
+            .saturating_add(u64::from(window.subsec_nanos() > 0))
+            .clamp(1, MAX_SLOTS as u64);
+        let ratio = if ratio.is_nan() {
+            DEFAULT_RATIO
+        } else {
+            ratio.clamp(0.0, MAX_RATIO)
+        };
         let slots = secs as usize;
-        Ok(Self {
+        Self {
             inner: Arc::new(Inner {
                 start: Instant::now(),
                 slots,
@@ -112,7 +121,7 @@ impl RetryBudget {
                 deposits: (0..slots * SHARDS).map(|_| Padded::default()).collect(),
                 withdrawals: (0..slots).map(|_| AtomicU64::new(0)).collect(),
             }),
-        })
+        }
     }
 
     /// Records one request (not a retry). Called once per call by the retry service.
@@ -209,18 +218,23 @@ fn sum<'a>(counters: impl Iterator<Item = &'a AtomicU64>, slots: usize, epoch: u
 mod tests {
     use super::*;
 
-    #[test]
-    fn rejects_bad_config() {
-        assert!(RetryBudget::new(Duration::ZERO, 10, 0.2).is_err());
-        assert!(RetryBudget::new(Duration::from_secs(61), 10, 0.2).is_err());
-        assert!(RetryBudget::new(Duration::from_secs(10), 10, -0.1).is_err());
-        assert!(RetryBudget::new(Duration::from_secs(10), 10, f64::NAN).is_err());
-        assert!(RetryBudget::new(Duration::from_millis(1500), 10, 0.2).is_ok());
+    #[tokio::test(start_paused = true)]
+    async fn windows_are_whole_seconds_within_bounds() {
+        // The floor fills the whole window: its length in seconds is the balance at 1/s.
+        assert_eq!(RetryBudget::new(Duration::ZERO, 1, 0.2).balance(), 1);
+        assert_eq!(
+            RetryBudget::new(Duration::from_millis(1500), 1, 0.2).balance(),
+            2
+        );
+        assert_eq!(
+            RetryBudget::new(Duration::from_secs(61), 1, 0.2).balance(),
+            60
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn floor_then_ratio() {
-        let budget = RetryBudget::new(Duration::from_secs(10), 1, 0.1).unwrap();
+        let budget = RetryBudget::new(Duration::from_secs(10), 1, 0.1);
         // Floor: 1/s × 10 s.
         let mut allowed = 0;
         while budget.withdraw() {
@@ -240,7 +254,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn window_slides() {
-        let budget = RetryBudget::new(Duration::from_secs(2), 0, 1.0).unwrap();
+        let budget = RetryBudget::new(Duration::from_secs(2), 0, 1.0);
         budget.deposit();
         assert!(budget.withdraw());
         assert!(!budget.withdraw());
@@ -262,7 +276,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn clones_share() {
-        let a = RetryBudget::new(Duration::from_secs(1), 0, 1.0).unwrap();
+        let a = RetryBudget::new(Duration::from_secs(1), 0, 1.0);
         let b = a.clone();
         a.deposit();
         assert!(b.withdraw());

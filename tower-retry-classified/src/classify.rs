@@ -243,10 +243,10 @@ pub struct HttpClassifier {
     retry_overloaded_peers: bool,
 }
 
-/// The header marking a peer's own overload rejection, `x-overloaded` (any value). It is the
-/// wire name `tower-bounded-queue` puts on its 503 and gRPC UNAVAILABLE answers
-/// (`tower_bounded_queue::X_OVERLOADED`); any server may send it to say "I shed this request".
-pub const X_OVERLOADED: http::HeaderName = http::HeaderName::from_static("x-overloaded");
+/// The header marking a peer's own overload rejection, `x-overloaded` (any value): the one
+/// `tower_reliability_core` defines and every layer of the family that sheds load sends; any
+/// server may send it to say "I shed this request".
+pub use tower_reliability_core::X_OVERLOADED;
 
 impl Default for HttpClassifier {
     fn default() -> Self {

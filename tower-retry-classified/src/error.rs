@@ -3,42 +3,6 @@
 use std::fmt;
 use std::time::Duration;
 
-/// A configuration that cannot work, rejected when the layer is built.
-#[derive(Clone, Debug, PartialEq)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// The per-attempt timeout must be non-zero and below the total retry time.
-    AttemptTimeout {
-        /// The per-attempt timeout asked for.
-        attempt: Duration,
-        /// The total retry time in force.
-        total: Duration,
-    },
-    /// The budget window must be between 1 and 60 seconds.
-    BudgetWindow(Duration),
-    /// The budget ratio must be finite and between 0 and 1000.
-    BudgetRatio(f64),
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConfigError::AttemptTimeout { attempt, total } => write!(
-                f,
-                "per-attempt timeout {attempt:?} must be non-zero and below the total retry time {total:?}"
-            ),
-            ConfigError::BudgetWindow(w) => {
-                write!(f, "retry budget window {w:?} must be between 1 s and 60 s")
-            }
-            ConfigError::BudgetRatio(r) => {
-                write!(f, "retry budget ratio {r} must be between 0 and 1000")
-            }
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
 /// One attempt took longer than the per-attempt timeout. Retryable (the next attempt may be
 /// faster); returned to the caller when no retry is left.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,19 +65,14 @@ pub struct CircuitOpen {
 
 impl CircuitOpen {
     pub(crate) fn new(retry_after: Duration) -> Self {
+        static REGISTER: std::sync::Once = std::sync::Once::new();
+        REGISTER.call_once(tower_reliability_core::register::<CircuitOpen>);
         Self { retry_after }
     }
 
     /// How long until the breaker lets a probe through (zero while probes are in flight).
     pub fn retry_after(&self) -> Duration {
         self.retry_after
-    }
-
-    /// [`retry_after`](Self::retry_after) in whole seconds, rounded up: the value of a
-    /// `Retry-After` header, which never tells a caller to come back too early.
-    pub fn retry_after_secs(&self) -> u64 {
-        let wait = self.retry_after;
-        wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
     }
 }
 
@@ -128,3 +87,24 @@ impl fmt::Display for CircuitOpen {
 }
 
 impl std::error::Error for CircuitOpen {}
+
+/// 503 with `Retry-After` (the time until a probe, in whole seconds rounded up) and
+/// `x-overloaded`, so retry layers above leave it alone; gRPC `UNAVAILABLE` (14) with
+/// `grpc-retry-pushback-ms`.
+impl tower_reliability_core::Rejection for CircuitOpen {
+    fn http_status(&self) -> http::StatusCode {
+        http::StatusCode::SERVICE_UNAVAILABLE
+    }
+
+    fn grpc_code(&self) -> u8 {
+        tower_reliability_core::grpc_code::UNAVAILABLE
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        Some(self.retry_after)
+    }
+
+    fn overloaded(&self) -> bool {
+        true
+    }
+}

@@ -1,4 +1,7 @@
-//! Tower retry middleware that only retries when a retry can help.
+//! Tower middleware that calls a dependency only in ways that can help: **retries** of what a
+//! retry can fix ([`retry`]), a **circuit breaker** that stops calling a dependency that keeps
+//! failing ([`breaker`]), and **hedging** that cuts tail latency with a second attempt
+//! ([`hedge`]), all three deciding on one [classifier](classify).
 //!
 //! ```
 //! use std::convert::Infallible;
@@ -28,7 +31,7 @@
 //! });
 //!
 //! let mut client = ServiceBuilder::new()
-//!     .layer(RetryLayer::http()) // 4 retries, 100/200/400/800 ms full jitter, 30 s cap
+//!     .layer(RetryLayer::for_http()) // 4 retries, 100/200/400/800 ms full jitter, 30 s cap
 //!     .service(upstream);
 //!
 //! let request = Request::post("http://upstream/orders")
@@ -83,41 +86,39 @@
 //! - `deadline`: consult `tower_deadline::Deadline::effective` and classify its errors.
 //! - `tracing` (default): a `debug` event for every retry scheduled or not, and a `warn`
 //!   summary of give-ups at most every 10 s (target `tower_retry_classified`).
-#![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backoff;
-mod breaker;
+#[cfg(feature = "breaker")]
+#[cfg_attr(docsrs, doc(cfg(feature = "breaker")))]
+pub mod breaker;
 mod budget;
-mod classify;
+pub mod classify;
 mod config;
 mod error;
-mod future;
-mod hedge;
+#[cfg(feature = "hedge")]
+#[cfg_attr(docsrs, doc(cfg(feature = "hedge")))]
+pub mod hedge;
 mod hint;
 mod kind;
-mod layer;
 mod metrics;
 mod replay;
-mod service;
+pub mod retry;
 mod trace;
 
 pub use backoff::{Backoff, Jitter};
-pub use breaker::{
-    BreakerFuture, CircuitBreaker, CircuitBreakerLayer, CircuitHandle, CircuitState,
-    DEFAULT_MAX_KEYS, ErrorMode, HttpMode, KeyedBy, Keying, Single,
-};
+#[cfg(feature = "breaker")]
+pub use breaker::{CircuitBreakerBuilder, CircuitBreakerLayer, CircuitHandle, CircuitState};
 pub use budget::RetryBudget;
 pub use classify::{Classification, Classify, HttpClassifier, Reason, Refine, X_OVERLOADED};
 pub use config::{DEFAULT_MAX_HINT, DEFAULT_MAX_RETRIES, DEFAULT_MAX_TOTAL, DEFAULT_REPLAY_CAP};
-pub use error::{AttemptTimeout, CircuitOpen, ConfigError, ReplayError};
-pub use future::ResponseFuture;
-pub use hedge::{DEFAULT_HEDGE_DELAY, Hedge, HedgeFuture, HedgeLayer};
+pub use error::{AttemptTimeout, CircuitOpen, ReplayError};
+#[cfg(feature = "hedge")]
+pub use hedge::{HedgeBuilder, HedgeLayer};
 pub use kind::{Facts, Generic, Http, HttpAs, RequestKind, ResponseKind};
-pub use layer::{MAX_RETRIES_LIMIT, RetryLayer};
 pub use metrics::SkipReason;
 pub use replay::ReplayBody;
-pub use service::Retry;
+pub use retry::{MAX_RETRIES_LIMIT, Retry, RetryLayer};
 
 // The README's examples compile as doctests.
 #[cfg(doctest)]

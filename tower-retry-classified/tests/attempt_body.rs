@@ -22,7 +22,7 @@ async fn a_client_typed_for_either_is_retried_and_shared_with_calls_that_are_not
         .pool_idle_timeout(None)
         .build_http::<Shared>();
     let mut retrying = ServiceBuilder::new()
-        .layer(RetryLayer::http().attempt_body::<Shared>())
+        .layer(RetryLayer::for_http().attempt_body::<Shared>())
         .service(client.clone());
 
     let request = Request::post(upstream.uri("/orders"))
@@ -84,7 +84,7 @@ async fn a_user_body_type_with_from_is_accepted() {
         .pool_idle_timeout(None)
         .build_http::<Outgoing>();
     let retrying = ServiceBuilder::new()
-        .layer(RetryLayer::http().attempt_body::<Outgoing>())
+        .layer(RetryLayer::for_http().attempt_body::<Outgoing>())
         .service(client);
     let request = Request::put(upstream.uri("/item"))
         .body(Full::new(Bytes::from_static(b"v2")))

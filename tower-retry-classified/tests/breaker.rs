@@ -17,7 +17,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 use tower_retry_classified::{
-    Backoff, CircuitBreakerLayer, CircuitOpen, CircuitState, Jitter, RetryLayer,
+    Backoff, CircuitBreakerBuilder, CircuitBreakerLayer, CircuitOpen, CircuitState, Jitter,
+    RetryLayer,
 };
 
 /// A hyper-util client with no retry layer: the breaker alone.
@@ -30,8 +31,8 @@ fn get(upstream: &Upstream) -> Request<Empty<Bytes>> {
 }
 
 /// Ratio 0.5 over at least 4 calls, open 5 s then 10 s..., 2 probes.
-fn breaker(meter: &TestMeter) -> CircuitBreakerLayer {
-    CircuitBreakerLayer::new()
+fn breaker(meter: &TestMeter) -> CircuitBreakerBuilder {
+    CircuitBreakerBuilder::new()
         .failure_ratio(0.5)
         .min_volume(4)
         .open_time(Duration::from_secs(5), Duration::from_secs(60))
@@ -50,7 +51,7 @@ fn open_error(error: &BoxError) -> &CircuitOpen {
 async fn opens_at_the_ratio_once_the_volume_is_reached_then_refuses_at_once() {
     let upstream = Upstream::start(vec![status(503)]).await;
     let meter = TestMeter::new();
-    let layer = breaker(&meter);
+    let layer = breaker(&meter).build();
     let handle = layer.handle();
     let mut svc = ServiceBuilder::new().layer(layer).service(plain());
     let mut outcomes = 0;
@@ -106,7 +107,7 @@ async fn opens_at_the_ratio_once_the_volume_is_reached_then_refuses_at_once() {
 async fn permanent_failures_never_open_it() {
     let upstream = Upstream::start(vec![status(404)]).await;
     let meter = TestMeter::new();
-    let layer = breaker(&meter);
+    let layer = breaker(&meter).build();
     let handle = layer.handle();
     let mut svc = ServiceBuilder::new().layer(layer).service(plain());
     for _ in 0..50 {
@@ -134,7 +135,7 @@ async fn half_opens_after_the_open_time_and_closes_when_the_probes_succeed() {
     ])
     .await;
     let meter = TestMeter::new();
-    let layer = breaker(&meter);
+    let layer = breaker(&meter).build();
     let handle = layer.handle();
     let mut svc = ServiceBuilder::new().layer(layer).service(plain());
     for _ in 0..4 {
@@ -187,7 +188,7 @@ async fn half_opens_after_the_open_time_and_closes_when_the_probes_succeed() {
 async fn a_failed_probe_reopens_it_for_twice_as_long() {
     let upstream = Upstream::start(vec![status(503)]).await;
     let meter = TestMeter::new();
-    let layer = breaker(&meter);
+    let layer = breaker(&meter).build();
     let handle = layer.handle();
     let mut svc = ServiceBuilder::new().layer(layer).service(plain());
     for _ in 0..4 {
@@ -239,10 +240,12 @@ async fn http_mode_answers_503_with_retry_after_and_a_retrying_caller_leaves_it_
             }),
         )
         .layer(
-            CircuitBreakerLayer::http()
+            CircuitBreakerBuilder::new()
                 .failure_ratio(0.5)
                 .min_volume(3)
-                .open_time(Duration::from_millis(2500), Duration::from_secs(60)),
+                .open_time(Duration::from_millis(2500), Duration::from_secs(60))
+                .build()
+                .http(),
         );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -253,7 +256,7 @@ async fn http_mode_answers_503_with_retry_after_and_a_retrying_caller_leaves_it_
     let meter = TestMeter::new();
     let mut svc = ServiceBuilder::new()
         .layer(
-            RetryLayer::http()
+            RetryLayer::for_http()
                 .backoff(Backoff::default().jitter(Jitter::None))
                 .meter(&meter.meter()),
         )
@@ -284,9 +287,9 @@ async fn http_mode_answers_503_with_retry_after_and_a_retrying_caller_leaves_it_
 async fn the_retry_layer_does_not_retry_a_refusal_in_error_mode() {
     let upstream = Upstream::start(vec![status(503)]).await;
     let meter = TestMeter::new();
-    let layer = breaker(&meter);
+    let layer = breaker(&meter).build();
     let mut svc = ServiceBuilder::new()
-        .layer(RetryLayer::http().max_retries(10).meter(&meter.meter()))
+        .layer(RetryLayer::for_http().max_retries(10).meter(&meter.meter()))
         .layer(layer)
         .service(client::<Full<Bytes>>());
     let error = svc
@@ -315,13 +318,14 @@ async fn the_retry_layer_does_not_retry_a_refusal_in_error_mode() {
 #[tokio::test(start_paused = true)]
 async fn absurd_settings_are_clamped_to_a_working_breaker() {
     let upstream = Upstream::start(vec![status(503)]).await;
-    let layer = CircuitBreakerLayer::new()
+    let layer = CircuitBreakerBuilder::new()
         .failure_ratio(f64::NAN)
         .failure_ratio(-1.0)
         .min_volume(0)
         .probes(0)
         .window(Duration::ZERO, 0)
-        .open_time(Duration::ZERO, Duration::MAX);
+        .open_time(Duration::ZERO, Duration::MAX)
+        .build();
     let handle = layer.handle();
     let mut svc = ServiceBuilder::new().layer(layer).service(plain());
     // Defaults kept for the ratio (0.5); volume 1; the first failure opens it for 1 ms.
@@ -364,7 +368,8 @@ async fn a_key_function_gives_each_upstream_its_own_breaker() {
     let healthy = Upstream::start(vec![status(200)]).await;
     let meter = TestMeter::new();
     let layer = breaker(&meter)
-        .key_fn(|request: &Request<Empty<Bytes>>| request.uri().authority().map(|a| a.as_str()));
+        .key_fn(|request: &Request<Empty<Bytes>>| request.uri().authority().map(|a| a.as_str()))
+        .build();
     let mut svc = ServiceBuilder::new().layer(layer.clone()).service(plain());
     for _ in 0..4 {
         svc.ready()
@@ -422,10 +427,11 @@ async fn a_key_function_gives_each_upstream_its_own_breaker() {
 async fn keys_past_the_maximum_share_the_layers_own_breaker() {
     let first = Upstream::start(vec![status(200)]).await;
     let second = Upstream::start(vec![status(503)]).await;
-    let layer = CircuitBreakerLayer::new()
+    let layer = CircuitBreakerBuilder::new()
         .min_volume(4)
         .max_keys(1)
-        .key_fn(|request: &Request<Empty<Bytes>>| request.uri().authority().map(|a| a.as_str()));
+        .key_fn(|request: &Request<Empty<Bytes>>| request.uri().authority().map(|a| a.as_str()))
+        .build();
     let mut svc = ServiceBuilder::new().layer(layer.clone()).service(plain());
     svc.ready().await.unwrap().call(get(&first)).await.unwrap();
     for _ in 0..4 {

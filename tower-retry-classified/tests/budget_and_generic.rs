@@ -40,7 +40,7 @@ async fn budget_caps_retries_at_20_percent_plus_floor_on_a_frozen_clock() {
     const REQUESTS: u64 = 10_000;
     let calls = Arc::new(AtomicU64::new(0));
     let meter = TestMeter::new();
-    let layer = RetryLayer::http()
+    let layer = RetryLayer::for_http()
         .backoff(instant_backoff())
         .meter(&meter.meter());
     let start = tokio::time::Instant::now();
@@ -71,7 +71,11 @@ async fn budget_caps_retries_at_20_percent_plus_floor_on_a_frozen_clock() {
 async fn budget_disabled_retries_everything() {
     let calls = Arc::new(AtomicU64::new(0));
     let svc = ServiceBuilder::new()
-        .layer(RetryLayer::http().backoff(instant_backoff()).no_budget())
+        .layer(
+            RetryLayer::for_http()
+                .backoff(instant_backoff())
+                .no_budget(),
+        )
         .service(always_503(calls.clone()));
     for _ in 0..1000 {
         let req = Request::get("/").body(Full::default()).unwrap();
@@ -82,18 +86,18 @@ async fn budget_disabled_retries_everything() {
 
 #[tokio::test(start_paused = true)]
 async fn custom_budget_is_shared_across_layers() {
-    let budget = RetryBudget::new(Duration::from_secs(1), 0, 0.5).unwrap();
+    let budget = RetryBudget::new(Duration::from_secs(1), 0, 0.5);
     let calls = Arc::new(AtomicU64::new(0));
     let a = ServiceBuilder::new()
         .layer(
-            RetryLayer::http()
+            RetryLayer::for_http()
                 .backoff(instant_backoff())
                 .budget(budget.clone()),
         )
         .service(always_503(calls.clone()));
     let b = ServiceBuilder::new()
         .layer(
-            RetryLayer::http()
+            RetryLayer::for_http()
                 .backoff(instant_backoff())
                 .budget(budget.clone()),
         )
@@ -193,7 +197,7 @@ async fn permanent_errors_come_back_unchanged_and_downcastable() {
 async fn dropping_the_future_mid_backoff_stops_retrying() {
     let calls = Arc::new(AtomicU64::new(0));
     let svc = ServiceBuilder::new()
-        .layer(RetryLayer::http().backoff(Backoff::default().jitter(Jitter::None)))
+        .layer(RetryLayer::for_http().backoff(Backoff::default().jitter(Jitter::None)))
         .service(always_503(calls.clone()));
     let req = Request::get("/").body(Full::default()).unwrap();
     let fut = svc.oneshot(req);
@@ -231,7 +235,7 @@ async fn inner_poll_ready_failure_on_retry_is_returned() {
         }
     }
     let err = ServiceBuilder::new()
-        .layer(RetryLayer::http())
+        .layer(RetryLayer::for_http())
         .service(BreaksAfterOne(Arc::new(AtomicU32::new(0))))
         .oneshot(Request::get("/").body(Full::default()).unwrap())
         .await
@@ -245,7 +249,7 @@ async fn budget_holds_under_concurrent_callers() {
     const PER_TASK: u64 = 500;
     let calls = Arc::new(AtomicU64::new(0));
     let svc = ServiceBuilder::new()
-        .layer(RetryLayer::http().backoff(instant_backoff()))
+        .layer(RetryLayer::for_http().backoff(instant_backoff()))
         .service(always_503(calls.clone()));
     let tasks: Vec<_> = (0..TASKS)
         .map(|_| {

@@ -49,7 +49,7 @@ async fn refused_stream_is_retried_for_post_without_key() {
         .http2_only(true)
         .build_http::<ReplayBody<Full<Bytes>>>();
     let mut svc = ServiceBuilder::new()
-        .layer(RetryLayer::http())
+        .layer(RetryLayer::for_http())
         .service(client);
     let req = Request::post(format!("http://{addr}/charge"))
         .body(Full::new(Bytes::from_static(b"amount=5")))

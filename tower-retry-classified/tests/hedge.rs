@@ -11,7 +11,7 @@ use http::Request;
 use http_body_util::Full;
 use tokio::time::Instant;
 use tower::{Service, ServiceBuilder, ServiceExt};
-use tower_retry_classified::{HedgeLayer, RetryBudget};
+use tower_retry_classified::{HedgeBuilder, HedgeLayer, RetryBudget};
 
 const SLOW: Duration = Duration::from_secs(1);
 const DELAY: Duration = Duration::from_millis(50);
@@ -27,7 +27,12 @@ async fn a_slow_first_attempt_is_overtaken_by_the_hedge_after_the_delay() {
     let upstream = Upstream::start(vec![status(200).after(SLOW), status(200)]).await;
     let meter = TestMeter::new();
     let mut svc = ServiceBuilder::new()
-        .layer(HedgeLayer::http().delay(DELAY).meter(&meter.meter()))
+        .layer(
+            HedgeBuilder::for_http()
+                .delay(DELAY)
+                .meter(&meter.meter())
+                .build(),
+        )
         .service(client::<Full<Bytes>>());
     let started = Instant::now();
     let answer = svc
@@ -53,7 +58,12 @@ async fn an_answer_within_the_delay_sends_nothing_more() {
     let upstream = Upstream::start(vec![status(200).after(Duration::from_millis(49))]).await;
     let meter = TestMeter::new();
     let mut svc = ServiceBuilder::new()
-        .layer(HedgeLayer::http().delay(DELAY).meter(&meter.meter()))
+        .layer(
+            HedgeBuilder::for_http()
+                .delay(DELAY)
+                .meter(&meter.meter())
+                .build(),
+        )
         .service(client::<Full<Bytes>>());
     for _ in 0..10 {
         let answer = svc
@@ -73,7 +83,7 @@ async fn an_answer_within_the_delay_sends_nothing_more() {
 async fn a_post_without_an_idempotency_key_is_never_sent_twice() {
     let upstream = Upstream::start(vec![status(200).after(SLOW)]).await;
     let mut svc = ServiceBuilder::new()
-        .layer(HedgeLayer::http().delay(DELAY))
+        .layer(HedgeBuilder::for_http().delay(DELAY).build())
         .service(client::<Full<Bytes>>());
     let started = Instant::now();
     let request = Request::post(upstream.uri("/orders"))
@@ -89,13 +99,14 @@ async fn hedges_draw_from_the_retry_budget_and_stop_when_it_is_empty() {
     let upstream = Upstream::start(vec![status(200).after(SLOW)]).await;
     let meter = TestMeter::new();
     // No reserve, and nothing deposited: no hedge may go out.
-    let budget = RetryBudget::new(Duration::from_secs(10), 0, 0.2).unwrap();
+    let budget = RetryBudget::new(Duration::from_secs(10), 0, 0.2);
     let mut svc = ServiceBuilder::new()
         .layer(
-            HedgeLayer::http()
+            HedgeBuilder::for_http()
                 .delay(DELAY)
                 .budget(budget)
-                .meter(&meter.meter()),
+                .meter(&meter.meter())
+                .build(),
         )
         .service(client::<Full<Bytes>>());
     let started = Instant::now();
@@ -115,8 +126,8 @@ async fn hedges_draw_from_the_retry_budget_and_stop_when_it_is_empty() {
 async fn no_hedge_starts_past_the_deadline() {
     let upstream = Upstream::start(vec![status(200).after(SLOW)]).await;
     let mut svc = ServiceBuilder::new()
-        .layer(tower_deadline::DeadlineLayer::http())
-        .layer(HedgeLayer::http().delay(DELAY))
+        .layer(tower_deadline::DeadlineLayer::new().http())
+        .layer(HedgeBuilder::for_http().delay(DELAY).build())
         .service(client::<Full<Bytes>>());
     let request = Request::get(upstream.uri("/"))
         .header("x-request-timeout-ms", "40")
@@ -140,7 +151,7 @@ async fn a_fast_retryable_failure_waits_for_the_other_attempt() {
     ])
     .await;
     let mut svc = ServiceBuilder::new()
-        .layer(HedgeLayer::http().delay(DELAY))
+        .layer(HedgeBuilder::for_http().delay(DELAY).build())
         .service(client::<Full<Bytes>>());
     let started = Instant::now();
     let answer = svc

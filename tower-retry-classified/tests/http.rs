@@ -22,7 +22,7 @@ async fn post_with_idempotency_key_is_retried_with_identical_body() {
     let meter = TestMeter::new();
     let mut svc = ServiceBuilder::new()
         .layer(
-            RetryLayer::http()
+            RetryLayer::for_http()
                 .backoff(no_jitter())
                 .meter(&meter.meter()),
         )
@@ -65,7 +65,7 @@ async fn post_with_idempotency_key_is_retried_with_identical_body() {
 async fn streamed_10k_body_is_replayed_byte_for_byte() {
     let upstream = Upstream::start(vec![status(503), status(502), status(200)]).await;
     let mut svc = ServiceBuilder::new()
-        .layer(RetryLayer::http())
+        .layer(RetryLayer::for_http())
         .service(client::<Chunked>());
     let (body, expected) = Chunked::new(10 * 1024, 1000);
     let req = Request::put(upstream.uri("/blob")).body(body).unwrap();
@@ -86,7 +86,7 @@ async fn client_errors_are_called_exactly_once() {
         let upstream = Upstream::start(vec![status(code), status(200)]).await;
         let meter = TestMeter::new();
         let mut svc = ServiceBuilder::new()
-            .layer(RetryLayer::http().meter(&meter.meter()))
+            .layer(RetryLayer::for_http().meter(&meter.meter()))
             .service(client::<Full<Bytes>>());
         let req = Request::get(upstream.uri("/missing"))
             .body(Full::default())
@@ -106,7 +106,7 @@ async fn client_errors_are_called_exactly_once() {
 async fn retry_after_429_waits_exactly_the_hint() {
     let upstream = Upstream::start(vec![status(429).header("retry-after", "1"), status(200)]).await;
     let mut svc = ServiceBuilder::new()
-        .layer(RetryLayer::http())
+        .layer(RetryLayer::for_http())
         .service(client::<Full<Bytes>>());
     let req = Request::get(upstream.uri("/"))
         .body(Full::default())
@@ -125,7 +125,7 @@ async fn retry_after_past_the_total_cap_is_not_waited_for() {
         Upstream::start(vec![status(503).header("retry-after", "60"), status(200)]).await;
     let meter = TestMeter::new();
     let mut svc = ServiceBuilder::new()
-        .layer(RetryLayer::http().meter(&meter.meter()))
+        .layer(RetryLayer::for_http().meter(&meter.meter()))
         .service(client::<Full<Bytes>>());
     let req = Request::get(upstream.uri("/"))
         .body(Full::default())
@@ -152,7 +152,7 @@ async fn connection_refused_then_listening_is_retried_for_post_without_key() {
     let meter = TestMeter::new();
     let mut svc = ServiceBuilder::new()
         .layer(
-            RetryLayer::http()
+            RetryLayer::for_http()
                 .backoff(no_jitter())
                 .meter(&meter.meter()),
         )
@@ -187,7 +187,7 @@ async fn post_without_key_is_not_retried_on_503() {
     let upstream = Upstream::start(vec![status(503), status(200)]).await;
     let meter = TestMeter::new();
     let mut svc = ServiceBuilder::new()
-        .layer(RetryLayer::http().meter(&meter.meter()))
+        .layer(RetryLayer::for_http().meter(&meter.meter()))
         .service(client::<Full<Bytes>>());
     let req = Request::post(upstream.uri("/pay"))
         .body(Full::new(Bytes::from_static(b"once")))
@@ -203,7 +203,7 @@ async fn post_without_key_is_not_retried_on_503() {
     // Opting in retries any method.
     let upstream = Upstream::start(vec![status(503), status(200)]).await;
     let mut svc = ServiceBuilder::new()
-        .layer(RetryLayer::http().retry_any_method(true))
+        .layer(RetryLayer::for_http().retry_any_method(true))
         .service(client::<Full<Bytes>>());
     let req = Request::post(upstream.uri("/pay"))
         .body(Full::new(Bytes::from_static(b"once")))
@@ -218,7 +218,7 @@ async fn streamed_80k_body_is_sent_once_and_counted() {
     let upstream = Upstream::start(vec![status(503), status(200)]).await;
     let meter = TestMeter::new();
     let mut svc = ServiceBuilder::new()
-        .layer(RetryLayer::http().meter(&meter.meter()))
+        .layer(RetryLayer::for_http().meter(&meter.meter()))
         .service(client::<Chunked>());
     let (body, expected) = Chunked::new(80 * 1024, 4096);
     let req = Request::put(upstream.uri("/big")).body(body).unwrap();
@@ -239,7 +239,7 @@ async fn body_over_cap_by_size_hint_is_sent_once() {
     let meter = TestMeter::new();
     let mut svc = ServiceBuilder::new()
         .layer(
-            RetryLayer::http()
+            RetryLayer::for_http()
                 .max_replay_body(1024)
                 .meter(&meter.meter()),
         )
@@ -268,7 +268,7 @@ async fn grpc_trailers_only_unavailable_is_retried() {
     ])
     .await;
     let mut svc = ServiceBuilder::new()
-        .layer(RetryLayer::http().backoff(no_jitter()))
+        .layer(RetryLayer::for_http().backoff(no_jitter()))
         .service(client::<Full<Bytes>>());
     let req = Request::post(upstream.uri("/pkg.Svc/Method"))
         .header("content-type", "application/grpc")
@@ -304,7 +304,7 @@ async fn exhausted_retries_return_the_last_real_response() {
     let upstream = Upstream::start(vec![status(500)]).await;
     let meter = TestMeter::new();
     let mut svc = ServiceBuilder::new()
-        .layer(RetryLayer::http().max_retries(2).meter(&meter.meter()))
+        .layer(RetryLayer::for_http().max_retries(2).meter(&meter.meter()))
         .service(client::<Full<Bytes>>());
     let req = Request::get(upstream.uri("/"))
         .body(Full::default())
@@ -327,7 +327,7 @@ async fn refused_forever_returns_the_real_connect_error() {
     let addr = listener.local_addr().unwrap();
     drop(listener);
     let mut svc = ServiceBuilder::new()
-        .layer(RetryLayer::http().max_retries(1))
+        .layer(RetryLayer::for_http().max_retries(1))
         .service(client::<Full<Bytes>>());
     let req = Request::get(format!("http://{addr}/"))
         .body(Full::default())
@@ -361,7 +361,7 @@ async fn axum_router_as_inner_service() {
         }),
     );
     let mut svc = ServiceBuilder::new()
-        .layer(RetryLayer::http())
+        .layer(RetryLayer::for_http())
         .map_request(
             |req: Request<tower_retry_classified::ReplayBody<axum::body::Body>>| {
                 req.map(axum::body::Body::new)
@@ -379,7 +379,7 @@ async fn long_retry_after_is_clamped_to_the_configured_maximum() {
     let upstream =
         Upstream::start(vec![status(503).header("retry-after", "10"), status(200)]).await;
     let mut svc = ServiceBuilder::new()
-        .layer(RetryLayer::http().max_retry_after(Duration::from_secs(2)))
+        .layer(RetryLayer::for_http().max_retry_after(Duration::from_secs(2)))
         .service(client::<Full<Bytes>>());
     let req = Request::get(upstream.uri("/"))
         .body(Full::default())
@@ -401,7 +401,7 @@ async fn retry_after_as_http_date_is_honoured() {
     ])
     .await;
     let mut svc = ServiceBuilder::new()
-        .layer(RetryLayer::http())
+        .layer(RetryLayer::for_http())
         .service(client::<Full<Bytes>>());
     let req = Request::get(upstream.uri("/"))
         .body(Full::default())
@@ -463,7 +463,7 @@ async fn connection_closed_before_response_is_retried_only_when_idempotent() {
     let (addr, conns) = drops_first_connection().await;
     let meter = TestMeter::new();
     let mut svc = ServiceBuilder::new()
-        .layer(RetryLayer::http().meter(&meter.meter()))
+        .layer(RetryLayer::for_http().meter(&meter.meter()))
         .service(client::<Full<Bytes>>());
     let req = Request::get(format!("http://{addr}/"))
         .body(Full::default())
@@ -499,7 +499,7 @@ async fn each_resend_carries_its_attempt_number_for_the_layers_below() {
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let record = seen.clone();
     let mut svc = ServiceBuilder::new()
-        .layer(RetryLayer::http().backoff(no_jitter()))
+        .layer(RetryLayer::for_http().backoff(no_jitter()))
         .map_request(move |request: Request<_>| {
             record.lock().unwrap().push(Attempts::of_request(&request));
             request

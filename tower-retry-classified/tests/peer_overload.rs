@@ -15,7 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::{Service, ServiceBuilder, ServiceExt};
-use tower_bounded_queue::BoundedQueueLayer;
+use tower_bounded_queue::{BoundedQueueBuilder, BoundedQueueLayer};
 use tower_retry_classified::{
     Attempts, Classification, HttpClassifier, Reason, RetryLayer, X_OVERLOADED,
 };
@@ -50,7 +50,7 @@ async fn hop() -> Hop {
                 arrived.fetch_add(1, Ordering::SeqCst);
                 request
             })
-            .layer(BoundedQueueLayer::new(1).capacity(0).http())
+            .layer(BoundedQueueBuilder::new(1).capacity(0).build().http())
             .service(handler)
     };
     tokio::spawn(async move {
@@ -95,7 +95,7 @@ async fn a_peers_overload_rejection_is_answered_once_and_not_retried() {
     }
 
     let mut retrying = ServiceBuilder::new()
-        .layer(RetryLayer::http())
+        .layer(RetryLayer::for_http())
         .service(client::<Empty<Bytes>>());
     let request = Request::get(url.as_str()).body(Empty::new()).unwrap();
     let response = retrying.ready().await.unwrap().call(request).await.unwrap();
@@ -111,7 +111,7 @@ async fn a_peers_overload_rejection_is_answered_once_and_not_retried() {
     // A hop that is the only one retrying may opt in, and then retries like any 503.
     let mut opted_in = ServiceBuilder::new()
         .layer(
-            RetryLayer::http()
+            RetryLayer::for_http()
                 .classifier(HttpClassifier::new().retry_overloaded_peers(true))
                 .max_retries(2),
         )

@@ -28,7 +28,7 @@ async fn each_retry_is_a_debug_event_with_its_attempt_reason_backoff_hint_and_bu
     ])
     .await;
     let mut svc = ServiceBuilder::new()
-        .layer(RetryLayer::http().backoff(Backoff::default().jitter(Jitter::None)))
+        .layer(RetryLayer::for_http().backoff(Backoff::default().jitter(Jitter::None)))
         .service(client::<Empty<Bytes>>());
     let req = Request::get(upstream.uri("/")).body(Empty::new()).unwrap();
     let resp = svc.ready().await.unwrap().call(req).await.unwrap();
@@ -67,7 +67,7 @@ async fn a_permanent_failure_is_a_debug_event_and_never_a_warning() {
     let _guard = tracing::subscriber::set_default(log);
     let upstream = Upstream::start(vec![status(404)]).await;
     let mut svc = ServiceBuilder::new()
-        .layer(RetryLayer::http())
+        .layer(RetryLayer::for_http())
         .service(client::<Empty<Bytes>>());
     let req = Request::get(upstream.uri("/")).body(Empty::new()).unwrap();
     let resp = svc.ready().await.unwrap().call(req).await.unwrap();
@@ -90,7 +90,7 @@ async fn give_ups_are_debug_events_summarised_at_warn_once_per_period() {
     let _guard = tracing::subscriber::set_default(log);
     let upstream = Upstream::start(vec![status(503)]).await;
     let mut svc = ServiceBuilder::new()
-        .layer(RetryLayer::http().max_retries(1))
+        .layer(RetryLayer::for_http().max_retries(1))
         .service(client::<Empty<Bytes>>());
     for _ in 0..5 {
         let req = Request::get(upstream.uri("/")).body(Empty::new()).unwrap();

@@ -10,6 +10,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{StatusCode, Uri, Version};
 use tower::{BoxError, Service, ServiceExt};
 use tower_deadline::DeadlineExceeded;
+use tower_reliability_core::Protocol;
 use tower_retry_classified::CircuitOpen;
 
 use crate::routing;
@@ -138,25 +139,6 @@ where
     }
 }
 
-/// 503 (gRPC 14) with `Retry-After` (the breaker's time left, rounded up to whole seconds):
-/// the provider's breaker is open and the call was not sent.
-fn circuit_open_response(provider: &str, open: &CircuitOpen, grpc: bool) -> Response {
-    let mut response = if grpc {
-        grpc_unavailable("circuit open")
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("upstream {provider}: circuit open, not sent\n"),
-        )
-            .into_response()
-    };
-    response.headers_mut().insert(
-        header::RETRY_AFTER,
-        HeaderValue::from(open.retry_after_secs()),
-    );
-    response
-}
-
 /// A gRPC trailers-only answer with status 14 UNAVAILABLE and `message`.
 fn grpc_unavailable(message: &'static str) -> Response {
     let mut response = Response::new(Body::empty());
@@ -182,14 +164,14 @@ fn find<E: std::error::Error + 'static>(error: &BoxError) -> Option<&E> {
     None
 }
 
-/// 504 when time ran out (the request's deadline or the connect budget; gRPC 4 or 14), as
-/// `tower_deadline::error_response` answers; 502 naming the provider otherwise (gRPC 14).
+/// Our layers' own rejections answered as their HTTP mode would (`tower_reliability_core::
+/// error_response`): 504 when time ran out (the request's deadline or the connect budget; gRPC 4
+/// or 14), 503 + `Retry-After` + `x-overloaded` for an open breaker (gRPC 14 with pushback);
+/// 502 naming the provider for anything else (gRPC 14).
 fn error_response(provider: &str, error: &BoxError, grpc: bool) -> Response {
-    if let Some(late) = tower_deadline::error_response::<Body>(&**error, grpc) {
-        return late.map(Body::new);
-    }
-    if let Some(open) = find::<CircuitOpen>(error) {
-        return circuit_open_response(provider, open, grpc);
+    let protocol = if grpc { Protocol::Grpc } else { Protocol::Http };
+    if let Some(ours) = tower_reliability_core::error_response::<Body>(&**error, protocol) {
+        return ours.map(Body::new);
     }
     tracing::debug!(provider, %error, "upstream call failed");
     if !grpc {

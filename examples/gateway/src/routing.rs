@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{BoundCounter, BoundHistogram, Counter, Histogram, Meter};
-use tower_retry_classified::CircuitHandle;
+use tower_retry_classified::{CircuitBreakerBuilder, CircuitHandle};
 
 use crate::config::Routing;
 
@@ -227,7 +227,9 @@ mod tests {
     #[tokio::test]
     async fn failover_skips_a_provider_whose_breaker_is_open() {
         use tower::{Service, ServiceExt};
-        let breaker = tower_retry_classified::CircuitBreakerLayer::new().min_volume(1);
+        let breaker = tower_retry_classified::CircuitBreakerBuilder::new()
+            .min_volume(1)
+            .build();
         let handle = breaker.handle();
         let names: Vec<String> = vec!["primary".into(), "backup".into()];
         let r = Router::new(

@@ -7,7 +7,7 @@
 //! ```
 //!
 //! Off means the layer is absent, not configured to do nothing: optional HTTP layers go through
-//! [`tower_deadline::optional`], and the router is wrapped only in the layers that are on.
+//! [`tower_reliability_core::optional`], and the router is wrapped only in the layers that are on.
 
 use std::cell::RefCell;
 use std::convert::Infallible;
@@ -32,11 +32,16 @@ use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::trace::SdkTracer;
 use tower::util::MapRequestLayer;
 use tower::{BoxError, Service, ServiceBuilder};
-use tower_bounded_queue::{BoundedQueueLayer, QueueHandle, QueueStatus, X_OVERLOAD_STATUS};
-use tower_deadline::{ConnectDeadline, DeadlineLayer, PropagateDeadlineLayer, optional};
+use tower_bounded_queue::{
+    BoundedQueueBuilder, BoundedQueueLayer, QueueHandle, QueueStatus, X_OVERLOAD_STATUS,
+};
+use tower_deadline::{ConnectDeadline, DeadlineLayer, PropagateDeadlineLayer};
+use tower_reliability_core::optional;
 use tower_metrics_layer::prometheus::PrometheusMetrics;
-use tower_metrics_layer::{LabelGuard, MetricsLayer, RequestHead};
-use tower_retry_classified::{Backoff, CircuitBreakerLayer, ReplayBody, RetryLayer};
+use tower_metrics_layer::{LabelGuard, MetricsBuilder, MetricsLayer, RequestHead};
+use tower_retry_classified::{
+    Backoff, CircuitBreakerBuilder, CircuitBreakerLayer, ReplayBody, RetryLayer,
+};
 
 use crate::canary::{Mode, Side, TENANT};
 use crate::config::{Settings, Upstream};
@@ -137,12 +142,15 @@ pub fn upstream_service(
 + 'static
 + use<> {
     let flags = settings.flags;
-    let metrics =
-        meter.map(|meter| MetricsLayer::http_client(meter).provider(upstream.name.clone()));
+    let metrics = meter.map(|meter| {
+        MetricsBuilder::http_client(meter)
+            .provider(upstream.name.clone())
+            .build()
+    });
     // The retry layer hands the client `Either::Left(ReplayBody<Body>)`; without it the body is
     // `Either::Right(Body)`.
     let retry = if flags.retry {
-        let mut layer = RetryLayer::http()
+        let mut layer = RetryLayer::for_http()
             .max_retries(settings.retry_max)
             .backoff(Backoff::exponential(settings.retry_base))
             .attempt_body::<UpstreamBody>();
@@ -304,11 +312,12 @@ pub fn build(
         .iter()
         .map(|u| {
             settings.circuit_breaker.then(|| {
-                let layer = CircuitBreakerLayer::new().name(u.name.clone());
+                let builder = CircuitBreakerBuilder::new().name(u.name.clone());
                 match &meter {
-                    Some(meter) => layer.meter(meter),
-                    None => layer,
+                    Some(meter) => builder.meter(meter),
+                    None => builder,
                 }
+                .build()
             })
         })
         .collect();
@@ -334,20 +343,20 @@ pub fn build(
     });
 
     let deadline = flags.timeout.then(|| {
-        let layer = DeadlineLayer::http().max(settings.timeout);
+        let layer = DeadlineLayer::new().http().max(settings.timeout);
         match &meter {
             Some(meter) => layer.meter(meter),
             None => layer,
         }
     });
     let queue = flags.queue.then(|| {
-        let mut layer = BoundedQueueLayer::new(settings.max_concurrency)
+        let mut builder = BoundedQueueBuilder::new(settings.max_concurrency)
             .capacity(settings.queue_capacity)
             .name("gateway");
         if let Some(meter) = &meter {
-            layer = layer.meter(meter);
+            builder = builder.meter(meter);
         }
-        layer.http().status_header(X_OVERLOAD_STATUS)
+        builder.build().http().status_header(X_OVERLOAD_STATUS)
     });
     let queue_handle = queue.as_ref().map(|q| q.handle());
 
@@ -367,7 +376,7 @@ pub fn build(
     }
     let app = ProxyFirst::new(proxy, router);
     let server_metrics = meter.as_ref().map(|meter| {
-        MetricsLayer::http_server(meter)
+        MetricsBuilder::http_server(meter)
             .active_requests(true)
             .route_fn(route_template)
             .label_from_header(
@@ -375,6 +384,7 @@ pub fn build(
                 TENANT,
                 LabelGuard::allowlist(settings.tenant_allowlist.iter().cloned()),
             )
+            .build()
     });
     let app = ServiceBuilder::new()
         .layer(ServerSpanLayer::new(tracer.cloned(), side.mode.as_str()))

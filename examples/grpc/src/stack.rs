@@ -14,8 +14,9 @@ use tonic::transport::Channel;
 use tower::layer::util::{Identity, Stack};
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, ServiceBuilder};
-use tower_bounded_queue::{BoundedQueueLayer, HttpBoundedQueueLayer};
-use tower_deadline::{DeadlineLayer, HttpMode, PropagateDeadlineLayer};
+use tower_bounded_queue::{BoundedQueueBuilder, BoundedQueueLayer};
+use tower_deadline::{DeadlineLayer, PropagateDeadlineLayer};
+use tower_reliability_core::HttpMode;
 use tower_metrics_layer::MetricsLayer;
 use tower_retry_classified::{Backoff, HttpClassifier, ReplayBody, RetryLayer};
 
@@ -54,7 +55,10 @@ impl Default for HopSettings {
 
 /// The layers of [`server_layers`], named so tonic's `Server::layer` sees the services they make.
 pub type ServerLayers = ServiceBuilder<
-    Stack<HttpBoundedQueueLayer, Stack<DeadlineLayer<HttpMode>, Stack<MetricsLayer, Identity>>>,
+    Stack<
+        BoundedQueueLayer<HttpMode>,
+        Stack<DeadlineLayer<HttpMode>, Stack<MetricsLayer, Identity>>,
+    >,
 >;
 
 /// The server side of a hop: metrics outermost (they see every outcome, rejections included),
@@ -64,14 +68,16 @@ pub fn server_layers(settings: &HopSettings, meter: &Meter) -> ServerLayers {
     ServiceBuilder::new()
         .layer(MetricsLayer::grpc_server(meter))
         .layer(
-            DeadlineLayer::http()
+            DeadlineLayer::new()
+                .http()
                 .max(settings.max_deadline)
                 .meter(meter),
         )
         .layer(
-            BoundedQueueLayer::new(settings.concurrency)
+            BoundedQueueBuilder::new(settings.concurrency)
                 .capacity(settings.queue_capacity)
                 .meter(meter)
+                .build()
                 .http(),
         )
 }
@@ -102,7 +108,7 @@ pub fn status_of(error: BoxError) -> Status {
 
 /// The client side of a hop, over a tonic `Channel`.
 pub fn client_stack(channel: Channel, settings: &HopSettings, meter: &Meter) -> Upstream {
-    let retry = RetryLayer::http()
+    let retry = RetryLayer::for_http()
         // The edge is the only hop that retries (the caller does not), so it may retry the
         // backend's own overload rejections, marked `x-overloaded`, after their pushback;
         // by default the retry layer leaves those alone, so that stacked retrying hops do not

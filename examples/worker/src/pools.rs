@@ -18,9 +18,13 @@ use opentelemetry::metrics::Meter;
 use opentelemetry_sdk::trace::SdkTracer;
 use tower::util::Either;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
-use tower_bounded_queue::{BoundedQueue, BoundedQueueLayer, Overloaded, QueueHandle};
+use tower_bounded_queue::{
+    BoundedQueue, BoundedQueueBuilder, BoundedQueueLayer, Overloaded, QueueHandle,
+};
 use tower_deadline::DeadlineExceeded;
-use tower_metrics_layer::{GenericMetricsLayer, GenericMetricsService, LabelGuard};
+use tower_metrics_layer::{
+    GenericMetricsBuilder, GenericMetricsLayer, GenericMetricsService, LabelGuard, MetricsBuilder,
+};
 
 use crate::config::Settings;
 use crate::job::{Job, Reply, STEP_KINDS, Status, StepReport};
@@ -122,7 +126,7 @@ pub fn build(settings: &Settings, meter: Option<&Meter>, tracer: Option<&SdkTrac
     let tenants = LabelGuard::allowlist(settings.tenant_allowlist.iter().cloned());
     let pool_names: Vec<String> = settings.pools.iter().map(|p| p.name.clone()).collect();
     let step_metrics = meter.map(|meter| {
-        GenericMetricsLayer::<StepCall, StepDone, StepError>::new(meter, "worker.step.duration")
+        GenericMetricsBuilder::<StepCall, StepDone, StepError>::new(meter, "worker.step.duration")
             .label(
                 "step.type",
                 |c: &StepCall| Some(c.step.kind()),
@@ -138,6 +142,7 @@ pub fn build(settings: &Settings, meter: Option<&Meter>, tracer: Option<&SdkTrac
                 Ok(_) => "ok",
                 Err(e) => e.outcome(),
             })
+            .build()
     });
     let http = http_service(settings, meter, tracer);
     let runner = JobRunner {
@@ -146,7 +151,7 @@ pub fn build(settings: &Settings, meter: Option<&Meter>, tracer: Option<&SdkTrac
             .service(StepRunner::new(settings, http)),
     };
     let job_metrics = meter.map(|meter| {
-        GenericMetricsLayer::<Job, Reply, BoxError>::new(meter, "worker.job.duration")
+        GenericMetricsBuilder::<Job, Reply, BoxError>::new(meter, "worker.job.duration")
             .label(
                 "pool",
                 |j: &Job| Some(&j.pool),
@@ -154,19 +159,21 @@ pub fn build(settings: &Settings, meter: Option<&Meter>, tracer: Option<&SdkTrac
             )
             .label("tenant", |j: &Job| Some(&j.tenant), tenants.clone())
             .outcome(job_outcome)
+            .build()
     });
 
     let mut services = HashMap::new();
     let mut queues = Vec::new();
     for pool in &settings.pools {
         let queue = flags.queue.then(|| {
-            let layer = BoundedQueueLayer::new(pool.concurrency)
+            let builder = BoundedQueueBuilder::new(pool.concurrency)
                 .capacity(pool.capacity)
                 .name(pool.name.clone());
             match meter {
-                Some(meter) => layer.meter(meter),
-                None => layer,
+                Some(meter) => builder.meter(meter),
+                None => builder,
             }
+            .build()
         });
         if let Some(queue) = &queue {
             queues.push(queue.handle());

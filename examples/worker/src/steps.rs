@@ -56,7 +56,7 @@ pub fn http_service(
         .build::<_, Outgoing>(ConnectDeadline::new(connector).budget(settings.connect_timeout));
     let flags = settings.flags;
     let retry = if flags.retry {
-        let mut layer = RetryLayer::http()
+        let mut layer = RetryLayer::for_http()
             .max_retries(settings.retry_max)
             .backoff(Backoff::exponential(settings.retry_base))
             .attempt_body::<Outgoing>();

@@ -10,7 +10,7 @@ use crate::{BoxError, Deadline, DeadlineExceeded, Stage};
 
 pin_project_lite::pin_project! {
     /// Response future of [`PropagateDeadline`](super::PropagateDeadline).
-    pub struct PropagateFuture<F> {
+    pub struct ResponseFuture<F> {
         #[pin]
         state: State<F>,
     }
@@ -25,7 +25,7 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<F: Future> PropagateFuture<F> {
+impl<F: Future> ResponseFuture<F> {
     pub(crate) fn unbounded(inner: F) -> Self {
         Self {
             state: State::Unbounded { inner },
@@ -48,7 +48,7 @@ impl<F: Future> PropagateFuture<F> {
     }
 }
 
-impl<F, T, E> Future for PropagateFuture<F>
+impl<F, T, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<T, E>>,
     E: Into<BoxError>,
@@ -69,7 +69,7 @@ where
             },
             StateProj::Failed { error } => error
                 .take()
-                .expect("PropagateFuture polled after completion"),
+                .expect("ResponseFuture polled after completion"),
         };
         // Drop the in-flight call now: its caller has given up on it.
         state.set(State::Failed { error: None });
@@ -77,8 +77,8 @@ where
     }
 }
 
-impl<F> std::fmt::Debug for PropagateFuture<F> {
+impl<F> std::fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PropagateFuture").finish_non_exhaustive()
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
 }

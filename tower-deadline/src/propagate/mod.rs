@@ -4,6 +4,6 @@ mod future;
 mod layer;
 mod service;
 
-pub use future::PropagateFuture;
+pub use future::ResponseFuture;
 pub use layer::PropagateDeadlineLayer;
 pub use service::PropagateDeadline;

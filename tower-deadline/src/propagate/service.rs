@@ -6,7 +6,7 @@ use http::{HeaderName, Request};
 use tokio::time::Instant;
 use tower_service::Service;
 
-use super::future::PropagateFuture;
+use super::future::ResponseFuture;
 use crate::metrics::Metrics;
 use crate::{BoxError, Deadline, DeadlineExceeded, Stage, headers};
 
@@ -50,7 +50,7 @@ where
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = PropagateFuture<S::Future>;
+    type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -58,14 +58,14 @@ where
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let Some(deadline) = Deadline::effective(request.extensions()) else {
-            return PropagateFuture::unbounded(self.inner.call(request));
+            return ResponseFuture::unbounded(self.inner.call(request));
         };
         let start = Instant::now();
         let left = deadline.instant().saturating_duration_since(start);
         let budget = left.saturating_sub(self.shared.margin);
         if budget < LEAST_USEFUL_BUDGET {
             self.shared.metrics.exceeded(Stage::Outgoing);
-            return PropagateFuture::failed(DeadlineExceeded::new(
+            return ResponseFuture::failed(DeadlineExceeded::new(
                 Stage::Outgoing,
                 left,
                 Duration::ZERO,
@@ -73,6 +73,6 @@ where
         }
         headers::write(request.headers_mut(), budget, &self.shared.header);
         let future = self.inner.call(request);
-        PropagateFuture::bounded(future, deadline, start, self.shared.metrics.clone())
+        ResponseFuture::bounded(future, deadline, start, self.shared.metrics.clone())
     }
 }

@@ -6,9 +6,9 @@ use std::task::{Context, Poll};
 use http::Response;
 use tokio::time::Instant;
 
-use super::response::{self, Rejection};
-use super::{ErrorMode, HttpMode};
-use crate::body::DeadlineBody;
+use tower_reliability_core::{ErrorMode, HttpMode, Protocol, ResponseBody, answer};
+
+use super::response::Rejection;
 use crate::bounded::Bounded;
 use crate::metrics::Metrics;
 use crate::{BoxError, Deadline, Stage};
@@ -18,7 +18,7 @@ pin_project_lite::pin_project! {
     pub struct ResponseFuture<F, M> {
         #[pin]
         state: State<F>,
-        grpc: bool,
+        protocol: Protocol,
         _mode: PhantomData<fn() -> M>,
     }
 }
@@ -37,24 +37,24 @@ impl<F: Future, M> ResponseFuture<F, M> {
         deadline: Deadline,
         start: Instant,
         metrics: Metrics,
-        grpc: bool,
+        protocol: Protocol,
     ) -> Self {
         Self {
             state: State::Running {
                 bounded: Bounded::new(future, deadline, start),
                 metrics,
             },
-            grpc,
+            protocol,
             _mode: PhantomData,
         }
     }
 
-    pub(crate) fn rejected(rejection: Rejection, grpc: bool) -> Self {
+    pub(crate) fn rejected(rejection: Rejection, protocol: Protocol) -> Self {
         Self {
             state: State::Rejected {
                 rejection: Some(rejection),
             },
-            grpc,
+            protocol,
             _mode: PhantomData,
         }
     }
@@ -102,14 +102,14 @@ impl<F, B, E> Future for ResponseFuture<F, HttpMode>
 where
     F: Future<Output = Result<Response<B>, E>>,
 {
-    type Output = Result<Response<DeadlineBody<B>>, E>;
+    type Output = Result<Response<ResponseBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let grpc = *this.grpc;
+        let protocol = *this.protocol;
         Self::poll_outcome(this.state, cx).map(|outcome| match outcome {
-            Ok(result) => result.map(|response| response.map(DeadlineBody::inner)),
-            Err(rejection) => Ok(response::answer(&rejection, grpc)),
+            Ok(result) => result.map(|response| response.map(ResponseBody::inner)),
+            Err(rejection) => Ok(answer(rejection.as_answer(), protocol)),
         })
     }
 }
@@ -117,7 +117,7 @@ where
 impl<F, M> std::fmt::Debug for ResponseFuture<F, M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseFuture")
-            .field("grpc", &self.grpc)
+            .field("protocol", &self.protocol)
             .finish_non_exhaustive()
     }
 }

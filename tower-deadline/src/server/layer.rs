@@ -7,12 +7,17 @@ use opentelemetry::metrics::Meter;
 use tower_layer::Layer;
 
 use super::service::{DeadlineService, Shared};
-use super::{ErrorMode, HttpMode};
 use crate::headers::MillisHeaders;
 use crate::metrics::Metrics;
+use tower_reliability_core::{ErrorMode, HttpMode};
 
-/// The default cap on any request's deadline, from the product brief.
+/// The default cap on any request's deadline: long enough for any interactive request, short
+/// enough that a forgotten client cannot hold a slot for minutes.
 pub const DEFAULT_MAX: Duration = Duration::from_secs(30);
+
+/// The smallest cap [`DeadlineLayer::max`] takes; smaller values (zero included) are raised to
+/// it, since a zero cap would answer every request as expired.
+pub const MIN_MAX: Duration = Duration::from_millis(1);
 
 /// Server-side deadline layer: effective deadline = min(incoming header, server cap).
 ///
@@ -28,8 +33,13 @@ pub const DEFAULT_MAX: Duration = Duration::from_secs(30);
 /// A malformed header is ignored (the cap applies) and counted in `tower.deadline.invalid`;
 /// with [`strict`](Self::strict) it is answered with 400 (gRPC: `grpc-status: 3`) instead.
 ///
-/// [`DeadlineLayer::new`] reports misses as errors; [`DeadlineLayer::http`] answers with 504
-/// (gRPC: HTTP 200 with `grpc-status: 4` DEADLINE_EXCEEDED), never 408 or CANCELLED.
+/// [`DeadlineLayer::new`] reports misses as errors ([`ErrorMode`]); [`.http()`](Self::http)
+/// turns it into a layer that answers them ([`HttpMode`]) with 504 (gRPC: HTTP 200 with
+/// `grpc-status: 4` DEADLINE_EXCEEDED), never 408 or CANCELLED.
+///
+/// Settings follow the family's one rule: out-of-range values are clamped to the documented
+/// bounds, never rejected later, never ignored. The layer shares no state between the services
+/// it makes, so configuring a clone changes only that clone.
 #[derive(Debug)]
 pub struct DeadlineLayer<M = ErrorMode> {
     max: Duration,
@@ -60,18 +70,6 @@ impl Default for DeadlineLayer {
 impl DeadlineLayer {
     /// A layer whose service fails with [`DeadlineExceeded`](crate::DeadlineExceeded) (boxed).
     pub fn new() -> Self {
-        Self::with_mode()
-    }
-
-    /// A layer whose service answers missed deadlines with responses: 504 with a short body, or
-    /// for gRPC requests HTTP 200 with `grpc-status: 4`. Inner errors pass through unchanged.
-    pub fn http() -> DeadlineLayer<HttpMode> {
-        DeadlineLayer::with_mode()
-    }
-}
-
-impl<M> DeadlineLayer<M> {
-    fn with_mode() -> Self {
         Self {
             max: DEFAULT_MAX,
             headers: MillisHeaders::default(),
@@ -81,11 +79,26 @@ impl<M> DeadlineLayer<M> {
         }
     }
 
-    /// The server's own cap on every request's deadline (default 30 s). A zero cap would answer
-    /// every request as expired, so it is taken as a mistake and the default is kept; very large
-    /// caps saturate at decades.
+    /// Answers missed deadlines with responses instead of errors: 504 with a short body, or for
+    /// gRPC requests HTTP 200 with `grpc-status: 4` (see [`tower_reliability_core::answer`]).
+    /// Inner errors pass through unchanged; response bodies become
+    /// [`ResponseBody`](tower_reliability_core::ResponseBody).
+    pub fn http(self) -> DeadlineLayer<HttpMode> {
+        DeadlineLayer {
+            max: self.max,
+            headers: self.headers,
+            strict: self.strict,
+            meter: self.meter,
+            _mode: PhantomData,
+        }
+    }
+}
+
+impl<M> DeadlineLayer<M> {
+    /// The server's own cap on every request's deadline (default [`DEFAULT_MAX`], 30 s),
+    /// clamped to at least [`MIN_MAX`] (1 ms); very large caps saturate at decades.
     pub fn max(mut self, max: Duration) -> Self {
-        self.max = if max.is_zero() { DEFAULT_MAX } else { max };
+        self.max = max.max(MIN_MAX);
         self
     }
 

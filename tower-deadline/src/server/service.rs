@@ -8,9 +8,9 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use super::future::ResponseFuture;
+use tower_reliability_core::{ErrorMode, HttpMode, Mode, Protocol, ResponseBody};
+
 use super::response::Rejection;
-use super::{ErrorMode, HttpMode, Mode};
-use crate::body::DeadlineBody;
 use crate::headers::{self, MillisHeaders};
 use crate::metrics::Metrics;
 use crate::trace;
@@ -74,7 +74,11 @@ impl<S, M: Mode> DeadlineService<S, M> {
     {
         let start = Instant::now();
         let shared = &self.shared;
-        let grpc = M::HTTP && headers::is_grpc(request.headers());
+        let protocol = if M::HTTP {
+            Protocol::of(request.headers())
+        } else {
+            Protocol::Http
+        };
         let announced = headers::read(request.headers(), &shared.headers);
         if let Some(header) = &announced.malformed {
             shared.metrics.invalid();
@@ -82,7 +86,7 @@ impl<S, M: Mode> DeadlineService<S, M> {
             trace::malformed(header.as_str(), value.unwrap_or_default(), shared.strict);
             if shared.strict {
                 let error = InvalidDeadlineHeader::new(header.clone());
-                return ResponseFuture::rejected(Rejection::Malformed(error), grpc);
+                return ResponseFuture::rejected(Rejection::Malformed(error), protocol);
             }
         }
         let budget = announced.budget.map_or(shared.max, |b| b.min(shared.max));
@@ -97,14 +101,14 @@ impl<S, M: Mode> DeadlineService<S, M> {
         if deadline.instant() <= start {
             shared.metrics.exceeded(Stage::Arrival);
             let error = DeadlineExceeded::new(Stage::Arrival, Duration::ZERO, Duration::ZERO);
-            return ResponseFuture::rejected(Rejection::Expired(error), grpc);
+            return ResponseFuture::rejected(Rejection::Expired(error), protocol);
         }
         request.extensions_mut().insert(deadline);
         // `call` is scoped too: inner layers that decide in `call` (a queue admitting a request)
         // may have no way to read a generic request's extensions.
         let inner = &mut self.inner;
         let future = deadline.sync_scope(|| inner.call(request));
-        ResponseFuture::running(future, deadline, start, shared.metrics.clone(), grpc)
+        ResponseFuture::running(future, deadline, start, shared.metrics.clone(), protocol)
     }
 }
 
@@ -130,7 +134,7 @@ impl<S, B, ResBody> Service<Request<B>> for DeadlineService<S, HttpMode>
 where
     S: Service<Request<B>, Response = Response<ResBody>>,
 {
-    type Response = Response<DeadlineBody<ResBody>>;
+    type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future, HttpMode>;
 

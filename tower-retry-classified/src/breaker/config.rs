@@ -26,10 +26,16 @@ pub(crate) struct BreakerConfig {
 
 pub(crate) const MAX_WINDOW: Duration = Duration::from_secs(3600);
 
+/// The default share of failures that opens a breaker.
+pub(crate) const DEFAULT_FAILURE_RATIO: f64 = 0.5;
+
+/// The smallest share accepted: below it one failure in a hundred calls would open the breaker.
+pub(crate) const MIN_FAILURE_RATIO: f64 = 0.01;
+
 impl Default for BreakerConfig {
     fn default() -> Self {
         Self {
-            failure_ratio: 0.5,
+            failure_ratio: DEFAULT_FAILURE_RATIO,
             min_volume: 20,
             window: Duration::from_secs(10),
             buckets: 10,
@@ -42,11 +48,13 @@ impl Default for BreakerConfig {
 
 impl BreakerConfig {
     pub(crate) fn failure_ratio(&mut self, ratio: f64) {
-        // NaN (and anything not a share) keeps the default rather than a breaker that never
-        // or always opens.
-        if ratio.is_finite() && ratio > 0.0 {
-            self.failure_ratio = ratio.min(1.0);
-        }
+        // Clamped to a share a breaker can act on; NaN is no share at all, so the default. The
+        // result never depends on what was set before.
+        self.failure_ratio = if ratio.is_nan() {
+            DEFAULT_FAILURE_RATIO
+        } else {
+            ratio.clamp(MIN_FAILURE_RATIO, 1.0)
+        };
     }
 
     pub(crate) fn window(&mut self, window: Duration, buckets: u32) {

@@ -6,8 +6,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use http::{HeaderValue, Response, StatusCode};
+use http::{Request, Response};
 use pin_project_lite::pin_project;
+use tower_reliability_core::{ErrorMode, HttpMode, Protocol, ResponseBody, answer};
 use tower_service::Service;
 
 use super::keys::{Keying, Recipe, Single};
@@ -16,18 +17,6 @@ use super::state::Pass;
 use crate::BoxError;
 use crate::classify::{Classification, Classify};
 use crate::error::CircuitOpen;
-
-/// Mode marker: a refused call fails with [`CircuitOpen`] (boxed, downcastable).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ErrorMode;
-
-/// Mode marker: a refused HTTP call is answered `503 Service Unavailable` with `Retry-After`
-/// (the time left, rounded up to whole seconds) and [`X_OVERLOADED`](crate::X_OVERLOADED), so
-/// that retry layers above, ours included, do not retry it. The inner service's error type is
-/// kept (an axum app's `Infallible`); an inner error counts as a failure. The response body
-/// type must be `Default` (axum's `Body`, `Full`, `String`...).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct HttpMode;
 
 /// A circuit breaker around a service; see [`CircuitBreakerLayer`](super::CircuitBreakerLayer).
 pub struct CircuitBreaker<S, C, M = ErrorMode, K = Single> {
@@ -49,7 +38,7 @@ impl<S, C, M, K> CircuitBreaker<S, C, M, K> {
         }
     }
 
-    fn start<Req>(&mut self, request: Req) -> BreakerFuture<S::Future, C, M>
+    fn start<Req>(&mut self, request: Req, protocol: Protocol) -> ResponseFuture<S::Future, C, M>
     where
         S: Service<Req>,
         C: Clone,
@@ -69,7 +58,7 @@ impl<S, C, M, K> CircuitBreaker<S, C, M, K> {
             },
             Err(open) => State::Refused { open: Some(open) },
         };
-        BreakerFuture { state }
+        ResponseFuture { state, protocol }
     }
 }
 
@@ -102,34 +91,34 @@ where
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = BreakerFuture<S::Future, C, ErrorMode>;
+    type Future = ResponseFuture<S::Future, C, ErrorMode>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
-        self.start(request)
+        self.start(request, Protocol::Http)
     }
 }
 
-impl<S, C, K, Req, B> Service<Req> for CircuitBreaker<S, C, HttpMode, K>
+impl<S, C, K, ReqBody, B> Service<Request<ReqBody>> for CircuitBreaker<S, C, HttpMode, K>
 where
-    S: Service<Req, Response = Response<B>>,
+    S: Service<Request<ReqBody>, Response = Response<B>>,
     C: Classify<Response<B>> + Clone,
-    K: Keying<Req>,
-    B: Default,
+    K: Keying<Request<ReqBody>>,
 {
-    type Response = Response<B>;
+    type Response = Response<ResponseBody<B>>;
     type Error = S::Error;
-    type Future = BreakerFuture<S::Future, C, HttpMode>;
+    type Future = ResponseFuture<S::Future, C, HttpMode>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Req) -> Self::Future {
-        self.start(request)
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let protocol = Protocol::of(request.headers());
+        self.start(request, protocol)
     }
 }
 
@@ -157,9 +146,10 @@ impl Drop for Guard {
 
 pin_project! {
     /// The response future of [`CircuitBreaker`].
-    pub struct BreakerFuture<F, C, M> {
+    pub struct ResponseFuture<F, C, M = ErrorMode> {
         #[pin]
         state: State<F, C, M>,
+        protocol: Protocol,
     }
 }
 
@@ -179,13 +169,15 @@ pin_project! {
     }
 }
 
-impl<F, C, M> std::fmt::Debug for BreakerFuture<F, C, M> {
+impl<F, C, M> std::fmt::Debug for ResponseFuture<F, C, M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("BreakerFuture")
+        f.debug_struct("ResponseFuture")
+            .field("protocol", &self.protocol)
+            .finish_non_exhaustive()
     }
 }
 
-impl<F, C, M, Res, E> BreakerFuture<F, C, M>
+impl<F, C, M, Res, E> ResponseFuture<F, C, M>
 where
     F: Future<Output = Result<Res, E>>,
     E: Into<BoxError>,
@@ -215,12 +207,12 @@ where
             }
             StateProj::Refused { open } => Poll::Ready(Err(open
                 .take()
-                .expect("BreakerFuture polled after completion"))),
+                .expect("ResponseFuture polled after completion"))),
         }
     }
 }
 
-impl<F, C, Res, E> Future for BreakerFuture<F, C, ErrorMode>
+impl<F, C, Res, E> Future for ResponseFuture<F, C, ErrorMode>
 where
     F: Future<Output = Result<Res, E>>,
     E: Into<BoxError>,
@@ -236,16 +228,16 @@ where
     }
 }
 
-impl<F, C, B, E> Future for BreakerFuture<F, C, HttpMode>
+impl<F, C, B, E> Future for ResponseFuture<F, C, HttpMode>
 where
     F: Future<Output = Result<Response<B>, E>>,
     C: Classify<Response<B>>,
-    B: Default,
 {
-    type Output = Result<Response<B>, E>;
+    type Output = Result<Response<ResponseBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
+        let this = self.project();
+        match this.state.project() {
             StateProj::Running {
                 inner,
                 guard,
@@ -263,25 +255,12 @@ where
                     Err(_) => true,
                 };
                 guard.finish(failed);
-                Poll::Ready(outcome)
+                Poll::Ready(outcome.map(|response| response.map(ResponseBody::inner)))
             }
             StateProj::Refused { open } => {
-                let open = open.take().expect("BreakerFuture polled after completion");
-                Poll::Ready(Ok(open_response(&open)))
+                let open = open.take().expect("ResponseFuture polled after completion");
+                Poll::Ready(Ok(answer(&open, *this.protocol)))
             }
         }
     }
-}
-
-/// `503` + `Retry-After` (whole seconds, rounded up) + `x-overloaded: true`, empty body.
-fn open_response<B: Default>(open: &CircuitOpen) -> Response<B> {
-    let mut response = Response::new(B::default());
-    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-    let headers = response.headers_mut();
-    headers.insert(
-        http::header::RETRY_AFTER,
-        HeaderValue::from(open.retry_after_secs()),
-    );
-    headers.insert(crate::X_OVERLOADED, HeaderValue::from_static("true"));
-    response
 }

@@ -1,4 +1,4 @@
-//! [`HedgeFuture`]: the first attempt, and after the hedge delay a second one; the first final
+//! [`ResponseFuture`]: the first attempt, and after the hedge delay a second one; the first final
 //! answer wins and the other attempt is dropped (cancelled).
 
 use std::future::Future;
@@ -17,7 +17,7 @@ use crate::kind::{Facts, RequestKind, left};
 
 pin_project! {
     /// The response future of [`Hedge`](super::Hedge).
-    pub struct HedgeFuture<S, C, K, Req>
+    pub struct ResponseFuture<S, C, K, Req>
     where
         S: Service<K::Attempt>,
         K: RequestKind<Req>,
@@ -43,7 +43,7 @@ pin_project! {
     }
 }
 
-impl<S, C, K, Req> HedgeFuture<S, C, K, Req>
+impl<S, C, K, Req> ResponseFuture<S, C, K, Req>
 where
     S: Service<K::Attempt>,
     K: RequestKind<Req>,
@@ -77,7 +77,7 @@ where
     }
 }
 
-impl<S, C, K, Req> Future for HedgeFuture<S, C, K, Req>
+impl<S, C, K, Req> Future for ResponseFuture<S, C, K, Req>
 where
     S: Service<K::Attempt>,
     S::Error: Into<BoxError>,

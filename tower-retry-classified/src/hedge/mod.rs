@@ -5,7 +5,8 @@
 //! ```
 //! use std::time::Duration;
 //! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
-//! use tower_retry_classified::{HedgeLayer, RetryBudget};
+//! use tower_retry_classified::{HedgeBuilder, RetryBudget};
+//! use tower_retry_classified::hedge::HedgeBuilder;
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() {
@@ -13,7 +14,7 @@
 //! let calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
 //! let counted = calls.clone();
 //! let mut svc = ServiceBuilder::new()
-//!     .layer(HedgeLayer::http().delay(Duration::from_millis(50)).budget(budget))
+//!     .layer(HedgeBuilder::for_http().delay(Duration::from_millis(50)).budget(budget).build())
 //!     .service(service_fn(move |_: http::Request<tower_retry_classified::ReplayBody<String>>| {
 //!         // The first call is stuck for a second; the second answers at once.
 //!         let slow = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
@@ -46,7 +47,7 @@ use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
 
-pub use future::HedgeFuture;
+pub use future::ResponseFuture;
 
 use crate::BoxError;
 use crate::budget::RetryBudget;
@@ -58,6 +59,10 @@ use metrics::HedgeInstruments;
 
 /// The delay before the hedge when too few latencies were seen to know the percentile.
 pub const DEFAULT_HEDGE_DELAY: Duration = Duration::from_millis(100);
+
+/// The latency percentile after which a request is hedged by default: one request in twenty
+/// may be hedged, which keeps the extra load near 5%.
+const DEFAULT_PERCENTILE: f64 = 0.95;
 
 pub(crate) struct HedgeConfig<C> {
     classifier: C,
@@ -84,6 +89,136 @@ impl<C> HedgeConfig<C> {
     }
 }
 
+/// Settings of a [`HedgeLayer`]; [`build`](Self::build) creates its shared state (the latency
+/// histogram the delay is read from, the instruments), once.
+///
+/// Every setter follows the family's one rule: out-of-range values are clamped to the
+/// documented bounds, never rejected later, never ignored.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_retry_classified::RetryBudget;
+/// use tower_retry_classified::hedge::HedgeBuilder;
+///
+/// let budget = RetryBudget::default(); // give the retry layer the same one
+/// let layer = HedgeBuilder::for_http()
+///     .percentile(0.9, Duration::from_millis(5))
+///     .budget(budget)
+///     .build();
+/// # let _ = layer;
+/// ```
+pub struct HedgeBuilder<C = HttpClassifier, K = Http> {
+    classifier: C,
+    fixed: Option<Duration>,
+    min_delay: Duration,
+    percentile: f64,
+    budget: Option<RetryBudget>,
+    deposit: bool,
+    meter: Option<Meter>,
+    _kind: PhantomData<fn() -> K>,
+}
+
+impl HedgeBuilder<HttpClassifier, Http> {
+    /// Hedging for HTTP (and gRPC over HTTP) clients with the built-in classifier.
+    pub fn for_http() -> Self {
+        Self::with(HttpClassifier::new())
+    }
+}
+
+impl<C> HedgeBuilder<C, Generic> {
+    /// Hedging of any `Clone` request, `classifier` deciding which answers are final.
+    pub fn new(classifier: C) -> Self {
+        Self::with(classifier)
+    }
+}
+
+impl<C, K> HedgeBuilder<C, K> {
+    fn with(classifier: C) -> Self {
+        Self {
+            classifier,
+            fixed: None,
+            min_delay: Duration::from_millis(1),
+            percentile: DEFAULT_PERCENTILE,
+            budget: None,
+            deposit: false,
+            meter: None,
+            _kind: PhantomData,
+        }
+    }
+
+    /// A fixed delay before the hedge instead of the observed percentile (clamped to at least
+    /// 1 ms).
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.fixed = Some(delay.max(Duration::from_millis(1)));
+        self
+    }
+
+    /// Hedge after this percentile of observed latencies (default 0.95; clamped to 0.5..0.999,
+    /// NaN means the default), at least `min` (default 1 ms). Replaces a fixed
+    /// [`delay`](Self::delay).
+    pub fn percentile(mut self, percentile: f64, min: Duration) -> Self {
+        self.percentile = if percentile.is_nan() {
+            DEFAULT_PERCENTILE
+        } else {
+            percentile.clamp(0.5, 0.999)
+        };
+        self.fixed = None;
+        self.min_delay = min;
+        self
+    }
+
+    /// Each hedge withdraws from `budget` (the one the retry layer deposits into: pass a clone
+    /// of the same budget). No budget: every eligible request may be hedged.
+    pub fn budget(mut self, budget: RetryBudget) -> Self {
+        self.budget = Some(budget);
+        self.deposit = false;
+        self
+    }
+
+    /// Like [`budget`](Self::budget), for a budget no retry layer uses: this layer also
+    /// deposits one per request into it.
+    pub fn own_budget(mut self, budget: RetryBudget) -> Self {
+        self.budget = Some(budget);
+        self.deposit = true;
+        self
+    }
+
+    /// Records on `meter` instead of the global meter `tower-retry-classified`.
+    pub fn meter(mut self, meter: &Meter) -> Self {
+        self.meter = Some(meter.clone());
+        self
+    }
+
+    /// Creates the layer's shared state: the one place it is made. Every service the layer
+    /// builds, and every clone of the layer, shares it.
+    pub fn build(self) -> HedgeLayer<C, K> {
+        HedgeLayer {
+            config: Arc::new(HedgeConfig {
+                classifier: self.classifier,
+                fixed: self.fixed,
+                fallback: DEFAULT_HEDGE_DELAY,
+                min_delay: self.min_delay,
+                latencies: Latencies::new(self.percentile),
+                budget: self.budget,
+                deposit: self.deposit,
+                replay_cap: DEFAULT_REPLAY_CAP,
+                instruments: HedgeInstruments::new(self.meter.as_ref()),
+            }),
+            _kind: PhantomData,
+        }
+    }
+}
+
+impl<C, K> std::fmt::Debug for HedgeBuilder<C, K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HedgeBuilder")
+            .field("fixed", &self.fixed)
+            .field("percentile", &self.percentile)
+            .field("budget", &self.budget.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Sends a second attempt of an idempotent request when the first takes longer than the
 /// observed p95 latency (or a fixed delay), returns the first final answer and drops the other
 /// attempt. A retryable failure of one attempt waits for the other.
@@ -93,9 +228,11 @@ impl<C> HedgeConfig<C> {
 /// - Each hedge withdraws from a [`RetryBudget`] when one is given: give it the budget your
 ///   [`RetryLayer`](crate::RetryLayer) uses, and hedges and retries together stay within it.
 /// - Never past the deadline: no hedge when the request's deadline would pass before the delay.
-/// - The delay: [`delay`](Self::delay) fixes it; by default it is the observed 95th percentile
+/// - The delay: [`HedgeBuilder::delay`] fixes it; by default it is the observed 95th percentile
 ///   of this layer's attempt latencies (at least 1 ms), [`DEFAULT_HEDGE_DELAY`] until 128
 ///   latencies were seen.
+///
+/// Settings live on [`HedgeBuilder`]; the layer and its clones share one latency histogram.
 ///
 /// Instruments: `tower.hedge.sent`, `tower.hedge.won` (the hedge answered first; the first
 /// attempt was dropped), `tower.hedge.lost` (the first attempt answered first; the hedge was
@@ -106,89 +243,18 @@ pub struct HedgeLayer<C = HttpClassifier, K = Http> {
 }
 
 impl HedgeLayer<HttpClassifier, Http> {
-    /// Hedging for HTTP (and gRPC over HTTP) clients with the built-in classifier.
-    pub fn http() -> Self {
-        Self::with(HttpClassifier::new())
+    /// Hedging for HTTP (and gRPC over HTTP) clients with every default (see
+    /// [`HedgeBuilder::for_http`]).
+    pub fn for_http() -> Self {
+        HedgeBuilder::for_http().build()
     }
 }
 
 impl<C> HedgeLayer<C, Generic> {
-    /// Hedging of any `Clone` request, `classifier` deciding which answers are final.
+    /// Hedging of any `Clone` request with every default, `classifier` deciding which answers
+    /// are final (see [`HedgeBuilder::new`]).
     pub fn new(classifier: C) -> Self {
-        HedgeLayer::<C, Http>::with(classifier).into_kind()
-    }
-}
-
-impl<C, K> HedgeLayer<C, K> {
-    fn with(classifier: C) -> Self {
-        Self {
-            config: Arc::new(HedgeConfig {
-                classifier,
-                fixed: None,
-                fallback: DEFAULT_HEDGE_DELAY,
-                min_delay: Duration::from_millis(1),
-                latencies: Latencies::new(0.95),
-                budget: None,
-                deposit: false,
-                replay_cap: DEFAULT_REPLAY_CAP,
-                instruments: HedgeInstruments::new(None),
-            }),
-            _kind: PhantomData,
-        }
-    }
-
-    fn into_kind<L>(self) -> HedgeLayer<C, L> {
-        HedgeLayer {
-            config: self.config,
-            _kind: PhantomData,
-        }
-    }
-
-    fn update(mut self, f: impl FnOnce(&mut HedgeConfig<C>)) -> Self {
-        let config = Arc::get_mut(&mut self.config)
-            .expect("a HedgeLayer is configured before it is cloned or used");
-        f(config);
-        self
-    }
-
-    /// A fixed delay before the hedge instead of the observed percentile (zero means 1 ms).
-    pub fn delay(self, delay: Duration) -> Self {
-        self.update(|c| c.fixed = Some(delay.max(Duration::from_millis(1))))
-    }
-
-    /// Hedge after this percentile of observed latencies (default 0.95; clamped to 0.5..0.999,
-    /// NaN keeps the current one), at least `min` (default 1 ms).
-    pub fn percentile(self, percentile: f64, min: Duration) -> Self {
-        self.update(|c| {
-            if percentile.is_finite() {
-                c.latencies = Latencies::new(percentile.clamp(0.5, 0.999));
-            }
-            c.fixed = None;
-            c.min_delay = min;
-        })
-    }
-
-    /// Each hedge withdraws from `budget` (the one the retry layer deposits into: pass a clone
-    /// of the same budget). No budget: every eligible request may be hedged.
-    pub fn budget(self, budget: RetryBudget) -> Self {
-        self.update(|c| {
-            c.budget = Some(budget);
-            c.deposit = false;
-        })
-    }
-
-    /// Like [`budget`](Self::budget), for a budget no retry layer uses: this layer also
-    /// deposits one per request into it.
-    pub fn own_budget(self, budget: RetryBudget) -> Self {
-        self.update(|c| {
-            c.budget = Some(budget);
-            c.deposit = true;
-        })
-    }
-
-    /// Records on `meter` instead of the global meter `tower-retry-classified`.
-    pub fn meter(self, meter: &Meter) -> Self {
-        self.update(|c| c.instruments = HedgeInstruments::new(Some(meter)))
+        HedgeBuilder::new(classifier).build()
     }
 }
 
@@ -253,7 +319,7 @@ where
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = HedgeFuture<S, C, K, Req>;
+    type Future = ResponseFuture<S, C, K, Req>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -270,7 +336,7 @@ where
         let clone = self.inner.clone();
         let mut ready = std::mem::replace(&mut self.inner, clone);
         let primary = ready.call(attempt);
-        HedgeFuture::new(
+        ResponseFuture::new(
             primary,
             ready,
             saved,

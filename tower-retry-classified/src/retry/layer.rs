@@ -7,14 +7,13 @@ use std::time::Duration;
 use opentelemetry::metrics::Meter;
 use tower_layer::Layer;
 
+use super::service::Retry;
 use crate::backoff::Backoff;
 use crate::budget::RetryBudget;
 use crate::classify::HttpClassifier;
 use crate::config::Config;
-use crate::error::ConfigError;
 use crate::kind::{Generic, Http, HttpAs, IsHttp};
 use crate::metrics::Instruments;
-use crate::service::Retry;
 
 /// The most retries [`RetryLayer::max_retries`] accepts (100): far beyond any useful policy
 /// (gRPC clamps at 4 retries), low enough that a retry loop always ends.
@@ -22,7 +21,7 @@ pub const MAX_RETRIES_LIMIT: u32 = 100;
 
 /// Applies classified, budgeted, deadline-aware retries to a service.
 ///
-/// - [`RetryLayer::http`]: HTTP and gRPC over HTTP, with the built-in [`HttpClassifier`],
+/// - [`RetryLayer::for_http`]: HTTP and gRPC over HTTP, with the built-in [`HttpClassifier`],
 ///   idempotency rules and body replay.
 /// - [`RetryLayer::new`]: any `Clone` request, with your classifier.
 ///
@@ -38,8 +37,9 @@ pub struct RetryLayer<C = HttpClassifier, K = Http> {
 }
 
 impl RetryLayer<HttpClassifier, Http> {
-    /// HTTP retries with the defaults and the built-in [`HttpClassifier`].
-    pub fn http() -> Self {
+    /// Retries of HTTP (and gRPC over HTTP) requests with the defaults and the built-in
+    /// [`HttpClassifier`]: the request kind [`Http`], with idempotency rules and body replay.
+    pub fn for_http() -> Self {
         Self::with(HttpClassifier::new())
     }
 }
@@ -123,16 +123,11 @@ impl<C, K> RetryLayer<C, K> {
     }
 
     /// Cuts each attempt after `timeout` (an [`AttemptTimeout`](crate::AttemptTimeout) error,
-    /// retryable). Rejected unless non-zero and below the total retry time set so far.
-    pub fn attempt_timeout(mut self, timeout: Duration) -> Result<Self, ConfigError> {
-        if timeout.is_zero() || timeout >= self.config.max_total {
-            return Err(ConfigError::AttemptTimeout {
-                attempt: timeout,
-                total: self.config.max_total,
-            });
-        }
-        self.config.attempt_timeout = Some(timeout);
-        Ok(self)
+    /// retryable). Clamped to at least 1 ms, and when an attempt is sent, to at most the total
+    /// retry time, whichever order the two are set in.
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.config.attempt_timeout = Some(timeout.max(Duration::from_millis(1)));
+        self
     }
 
     /// The longest server hint (`Retry-After`, `grpc-retry-pushback-ms`) honoured; longer hints
@@ -185,7 +180,7 @@ impl<C> RetryLayer<C, Http> {
     /// // One client for calls with retries (Left) and without (Right).
     /// let client = Client::builder(TokioExecutor::new())
     ///     .build_http::<Either<ReplayBody<Body>, Body>>();
-    /// let retrying = RetryLayer::http()
+    /// let retrying = RetryLayer::for_http()
     ///     .attempt_body::<Either<ReplayBody<Body>, Body>>()
     ///     .layer(client.clone());
     /// # let _ = (retrying, client);

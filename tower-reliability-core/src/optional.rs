@@ -3,34 +3,31 @@
 //!
 //! tower's `ServiceBuilder::option_layer` needs both branches (layer on, layer off) to answer
 //! the same response type, but HTTP layers wrap the response body in a type of their own
-//! ([`DeadlineBody`](crate::DeadlineBody), `tower_bounded_queue::QueueBody`,
-//! `tower_metrics_layer::MeteredBody`, ...). Boxing each branch's body into one type makes them
-//! agree at the price of one allocation per response per layer; [`optional`] puts the two body
-//! types in `http_body_util::Either` instead, which costs nothing at run time and works for any
-//! layer, ours or not.
-//!
-//! It lives in this crate because `tower-deadline` is the one every other crate of the family
-//! may depend on (none of them is a dependency of it), so it adds no dependency edge.
+//! ([`ResponseBody`](crate::ResponseBody), `tower_metrics_layer::MeteredBody`, ...). Boxing each
+//! branch's body into one type makes them agree at the price of one allocation per response
+//! per layer; [`optional`] puts the two body types in `http_body_util::Either` instead, which
+//! costs nothing at run time and works for any layer, ours or not.
 //!
 //! ```
 //! use std::convert::Infallible;
-//! use std::time::Duration;
 //!
 //! use http::{Request, Response};
+//! use tower::util::MapResponseLayer;
 //! use tower::{ServiceBuilder, ServiceExt};
-//! use tower_deadline::{DeadlineLayer, optional};
+//! use tower_reliability_core::optional;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
-//! let deadlines_enabled = std::env::var_os("DEADLINES_OFF").is_none();
-//! let layer = deadlines_enabled.then(|| DeadlineLayer::http().max(Duration::from_secs(30)));
+//! let shout = std::env::var_os("SHOUT").is_some();
+//! // A layer that changes the body type: `String` in, `Vec<u8>` out.
+//! let layer = shout.then(|| MapResponseLayer::new(|r: Response<String>| r.map(String::into_bytes)));
 //! let service = ServiceBuilder::new()
 //!     .layer(optional(layer))
-//!     .service(tower::service_fn(|_: Request<String>| async {
+//!     .service(tower::service_fn(|_: Request<()>| async {
 //!         Ok::<_, Infallible>(Response::new(String::from("hello")))
 //!     }));
-//! // One response type, `Response<Either<DeadlineBody<String>, String>>`, either way.
-//! let response = service.oneshot(Request::new(String::new())).await.unwrap();
+//! // One response type, `Response<Either<Vec<u8>, String>>`, either way.
+//! let response = service.oneshot(Request::new(())).await.unwrap();
 //! assert_eq!(response.status(), 200);
 //! # }
 //! ```
@@ -47,37 +44,7 @@ use tower_service::Service;
 
 /// `layer` when `Some`, nothing when `None`; either way the service answers
 /// `Response<Either<OnBody, OffBody>>`, so a layer switched by configuration keeps one service
-/// type without boxing.
-///
-/// ```
-/// use std::convert::Infallible;
-/// use std::time::Duration;
-/// use http::{Request, Response};
-/// use http_body_util::{BodyExt, Either};
-/// use tower::{ServiceBuilder, ServiceExt, service_fn};
-/// use tower_deadline::{DeadlineLayer, optional};
-///
-/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
-/// let slow = service_fn(|_: Request<()>| async {
-///     tokio::time::sleep(Duration::from_secs(2)).await;
-///     Ok::<_, Infallible>(Response::new(String::from("done")))
-/// });
-/// // One type for both settings of the flag, so either fits the same variable or field.
-/// let mut stacks = Vec::new();
-/// for on in [true, false] {
-///     let deadline = on.then(|| DeadlineLayer::http().max(Duration::from_secs(1)));
-///     stacks.push(ServiceBuilder::new().layer(optional(deadline)).service(slow.clone()));
-/// }
-/// let off = stacks.pop().unwrap();
-/// let on = stacks.pop().unwrap();
-///
-/// let timed_out = on.oneshot(Request::new(())).await.unwrap();
-/// assert_eq!(timed_out.status(), 504);
-/// assert!(matches!(timed_out.body(), Either::Left(_)));
-/// let answered = off.oneshot(Request::new(())).await.unwrap();
-/// assert_eq!(answered.into_body().collect().await.unwrap().to_bytes(), "done");
-/// # }
-/// ```
+/// type without boxing: either setting fits the same variable or field.
 pub fn optional<L>(layer: Option<L>) -> Optional<L> {
     Optional(layer)
 }

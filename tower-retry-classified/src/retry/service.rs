@@ -8,11 +8,11 @@ use std::task::{Context, Poll};
 use tokio::time::Instant;
 use tower_service::Service;
 
+use super::future::ResponseFuture;
 use crate::BoxError;
 use crate::budget::shard;
 use crate::classify::Classify;
 use crate::config::Config;
-use crate::future::ResponseFuture;
 use crate::kind::{RequestKind, ResponseKind};
 
 /// Retries failed calls to the inner service when they are classified retryable and time,
