@@ -20,7 +20,7 @@ use tower::buffer::Buffer;
 use tower::limit::ConcurrencyLimit;
 use tower::load_shed::LoadShed;
 use tower::{Service, ServiceExt};
-use tower_bounded_queue::{Adaptive, BoundedQueueBuilder, BoundedQueueLayer};
+use tower_bounded_queue::{Adaptive, BoundedQueueBuilder};
 use tower_layer::Layer;
 use tower_resilience_adaptive::{AdaptiveLimiterLayer, Aimd};
 

@@ -14,7 +14,7 @@ use axum::routing::get;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use tower_bounded_queue::{BoundedQueueBuilder, BoundedQueueLayer};
+use tower_bounded_queue::BoundedQueueBuilder;
 
 const CONCURRENCY: usize = 8;
 const CAPACITY: usize = 32;

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tower::{Service, service_fn};
 use tower_bounded_queue::{
-    Adaptive, BoundedQueueBuilder, BoundedQueueLayer, Overflow, QueueHandle,
+    Adaptive, BoundedQueueBuilder, Overflow, QueueHandle,
 };
 use tower_layer::Layer;
 

@@ -8,7 +8,7 @@ use axum::Router;
 use axum::routing::get;
 use common::{Gate, client, serve, wait_until};
 use event_log::{EventLog, Recorded};
-use tower_bounded_queue::{BoundedQueueBuilder, BoundedQueueLayer};
+use tower_bounded_queue::BoundedQueueBuilder;
 use tracing::Level;
 
 #[tokio::test]

@@ -19,7 +19,7 @@ use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Histogram, MeterProvider as _};
 use opentelemetry_sdk::metrics::{ManualReader, SdkMeterProvider};
 use tower::{Layer, Service, service_fn};
-use tower_metrics_layer::{DEFAULT_DURATION_BOUNDARIES, MetricsBuilder, MetricsLayer};
+use tower_metrics_layer::{DEFAULT_DURATION_BOUNDARIES, MetricsBuilder};
 
 type Inner =
     tower::util::ServiceFn<fn(Request<()>) -> Ready<Result<Response<Empty<Bytes>>, Infallible>>>;

@@ -6,7 +6,7 @@
 use axum::{Router, routing::get};
 use http::HeaderName;
 use tower_metrics_layer::{
-    LabelGuard, MetricsBuilder, MetricsLayer, prometheus::PrometheusMetrics,
+    LabelGuard, MetricsBuilder, prometheus::PrometheusMetrics,
 };
 
 #[tokio::main]

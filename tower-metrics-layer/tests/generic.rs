@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use common::TestMetrics;
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
-use tower_metrics_layer::{GenericMetricsBuilder, GenericMetricsLayer, LabelGuard, MetricsBuilder};
+use tower_metrics_layer::{GenericMetricsBuilder, GenericMetricsLayer, LabelGuard};
 
 struct Step {
     tenant: String,

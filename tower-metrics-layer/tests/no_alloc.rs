@@ -11,7 +11,7 @@ use http_body_util::Empty;
 use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry_sdk::metrics::{ManualReader, SdkMeterProvider};
 use tower::{Layer, Service, service_fn};
-use tower_metrics_layer::{LabelGuard, MetricsBuilder, MetricsLayer};
+use tower_metrics_layer::{LabelGuard, MetricsBuilder};
 
 #[global_allocator]
 static METER: alloc_meter::Meter = alloc_meter::Meter;

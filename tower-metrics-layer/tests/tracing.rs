@@ -8,7 +8,7 @@ use axum::Router;
 use axum::routing::get;
 use common::{TestMetrics, client, send, send_with, serve};
 use event_log::EventLog;
-use tower_metrics_layer::{LabelGuard, MetricsBuilder, MetricsLayer};
+use tower_metrics_layer::{LabelGuard, MetricsBuilder};
 use tracing::Level;
 
 #[tokio::test]

@@ -119,7 +119,7 @@ async fn attempt_timeouts_are_clamped_whatever_the_order_they_are_set_in() {
         for layer in [timeout_first, total_first] {
             let started = tokio::time::Instant::now();
             let error = layer
-                .layer(hang.clone())
+                .layer(hang)
                 .oneshot(
                     http::Request::get("http://upstream/")
                         .body(String::new())

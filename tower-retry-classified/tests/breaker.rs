@@ -17,7 +17,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 use tower_retry_classified::{
-    Backoff, CircuitBreakerBuilder, CircuitBreakerLayer, CircuitOpen, CircuitState, Jitter,
+    Backoff, CircuitBreakerBuilder, CircuitOpen, CircuitState, Jitter,
     RetryLayer,
 };
 

@@ -11,7 +11,7 @@ use http::Request;
 use http_body_util::Full;
 use tokio::time::Instant;
 use tower::{Service, ServiceBuilder, ServiceExt};
-use tower_retry_classified::{HedgeBuilder, HedgeLayer, RetryBudget};
+use tower_retry_classified::{HedgeBuilder, RetryBudget};
 
 const SLOW: Duration = Duration::from_secs(1);
 const DELAY: Duration = Duration::from_millis(50);

@@ -15,7 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::{Service, ServiceBuilder, ServiceExt};
-use tower_bounded_queue::{BoundedQueueBuilder, BoundedQueueLayer};
+use tower_bounded_queue::BoundedQueueBuilder;
 use tower_retry_classified::{
     Attempts, Classification, HttpClassifier, Reason, RetryLayer, X_OVERLOADED,
 };

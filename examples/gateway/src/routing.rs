@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{BoundCounter, BoundHistogram, Counter, Histogram, Meter};
-use tower_retry_classified::{CircuitBreakerBuilder, CircuitHandle};
+use tower_retry_classified::CircuitHandle;
 
 use crate::config::Routing;
 

@@ -33,12 +33,12 @@ use opentelemetry_sdk::trace::SdkTracer;
 use tower::util::MapRequestLayer;
 use tower::{BoxError, Service, ServiceBuilder};
 use tower_bounded_queue::{
-    BoundedQueueBuilder, BoundedQueueLayer, QueueHandle, QueueStatus, X_OVERLOAD_STATUS,
+    BoundedQueueBuilder, QueueHandle, QueueStatus, X_OVERLOAD_STATUS,
 };
 use tower_deadline::{ConnectDeadline, DeadlineLayer, PropagateDeadlineLayer};
 use tower_reliability_core::optional;
 use tower_metrics_layer::prometheus::PrometheusMetrics;
-use tower_metrics_layer::{LabelGuard, MetricsBuilder, MetricsLayer, RequestHead};
+use tower_metrics_layer::{LabelGuard, MetricsBuilder, RequestHead};
 use tower_retry_classified::{
     Backoff, CircuitBreakerBuilder, CircuitBreakerLayer, ReplayBody, RetryLayer,
 };

@@ -19,11 +19,11 @@ use opentelemetry_sdk::trace::SdkTracer;
 use tower::util::Either;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 use tower_bounded_queue::{
-    BoundedQueue, BoundedQueueBuilder, BoundedQueueLayer, Overloaded, QueueHandle,
+    BoundedQueue, BoundedQueueBuilder, Overloaded, QueueHandle,
 };
 use tower_deadline::DeadlineExceeded;
 use tower_metrics_layer::{
-    GenericMetricsBuilder, GenericMetricsLayer, GenericMetricsService, LabelGuard, MetricsBuilder,
+    GenericMetricsBuilder, GenericMetricsService, LabelGuard,
 };
 
 use crate::config::Settings;

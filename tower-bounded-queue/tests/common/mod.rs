@@ -18,14 +18,14 @@ use tokio::sync::Semaphore;
 
 /// Holds every request until the test releases it; counts how many got in.
 #[derive(Clone)]
-pub struct Gate {
+pub(crate) struct Gate {
     pub permits: Arc<Semaphore>,
     pub entered: Arc<AtomicUsize>,
     pub finished: Arc<AtomicUsize>,
 }
 
 impl Gate {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             permits: Arc::new(Semaphore::new(0)),
             entered: Arc::default(),
@@ -33,45 +33,45 @@ impl Gate {
         }
     }
 
-    pub async fn pass(&self) {
+    pub(crate) async fn pass(&self) {
         self.entered.fetch_add(1, Ordering::SeqCst);
         self.permits.acquire().await.unwrap().forget();
         self.finished.fetch_add(1, Ordering::SeqCst);
     }
 
-    pub fn release(&self, n: usize) {
+    pub(crate) fn release(&self, n: usize) {
         self.permits.add_permits(n);
     }
 
-    pub fn entered(&self) -> usize {
+    pub(crate) fn entered(&self) -> usize {
         self.entered.load(Ordering::SeqCst)
     }
 }
 
-pub async fn serve(router: axum::Router) -> SocketAddr {
+pub(crate) async fn serve(router: axum::Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     addr
 }
 
-pub type HttpClient = Client<HttpConnector, Empty<bytes::Bytes>>;
+pub(crate) type HttpClient = Client<HttpConnector, Empty<bytes::Bytes>>;
 
-pub fn client() -> HttpClient {
+pub(crate) fn client() -> HttpClient {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
-pub struct Answer {
+pub(crate) struct Answer {
     pub status: http::StatusCode,
     pub headers: http::HeaderMap,
     pub body: String,
 }
 
-pub async fn get(client: &HttpClient, addr: SocketAddr, path: &str) -> Answer {
+pub(crate) async fn get(client: &HttpClient, addr: SocketAddr, path: &str) -> Answer {
     request(client, addr, path, None).await
 }
 
-pub async fn request(
+pub(crate) async fn request(
     client: &HttpClient,
     addr: SocketAddr,
     path: &str,
@@ -96,7 +96,7 @@ pub async fn request(
 }
 
 /// Waits (bounded, real time) until `condition` holds; panics with `what` otherwise.
-pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+pub(crate) async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     for _ in 0..1000 {
         if condition() {
             return;
@@ -107,13 +107,13 @@ pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
 }
 
 /// An SDK meter whose readings the test can collect.
-pub struct TestMetrics {
+pub(crate) struct TestMetrics {
     provider: SdkMeterProvider,
     exporter: InMemoryMetricExporter,
 }
 
 impl TestMetrics {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let exporter = InMemoryMetricExporter::default();
         let reader = PeriodicReader::builder(exporter.clone())
             .with_interval(Duration::from_secs(3600))
@@ -122,12 +122,12 @@ impl TestMetrics {
         Self { provider, exporter }
     }
 
-    pub fn meter(&self) -> Meter {
+    pub(crate) fn meter(&self) -> Meter {
         self.provider.meter("test")
     }
 
     /// The latest value of `name` for the data point whose attributes include all of `attrs`.
-    pub fn value(&self, name: &str, attrs: &[(&str, &str)]) -> Option<f64> {
+    pub(crate) fn value(&self, name: &str, attrs: &[(&str, &str)]) -> Option<f64> {
         self.exporter.reset();
         self.provider.force_flush().unwrap();
         let all = self.exporter.get_finished_metrics().unwrap();

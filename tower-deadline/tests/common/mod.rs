@@ -12,7 +12,7 @@ use hyper_util::rt::TokioExecutor;
 use tower_deadline::ConnectDeadline;
 
 /// Serves `app` on a fresh loopback port.
-pub async fn serve(app: Router) -> SocketAddr {
+pub(crate) async fn serve(app: Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -20,7 +20,7 @@ pub async fn serve(app: Router) -> SocketAddr {
 }
 
 /// A loopback address whose accept queue is full: further connects get no answer.
-pub fn black_hole() -> (std::net::SocketAddr, Vec<std::net::TcpStream>) {
+pub(crate) fn black_hole() -> (std::net::SocketAddr, Vec<std::net::TcpStream>) {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let listener = socket.listen(1).unwrap();
@@ -37,28 +37,28 @@ pub fn black_hole() -> (std::net::SocketAddr, Vec<std::net::TcpStream>) {
     panic!("the accept queue never filled up");
 }
 
-pub type HttpClient = Client<ConnectDeadline<HttpConnector>, Body>;
+pub(crate) type HttpClient = Client<ConnectDeadline<HttpConnector>, Body>;
 
 /// An HTTP/1.1 client whose connects are bounded by the deadline.
-pub fn client() -> HttpClient {
+pub(crate) fn client() -> HttpClient {
     Client::builder(TokioExecutor::new()).build(ConnectDeadline::new(HttpConnector::new()))
 }
 
 /// An HTTP/2 (prior knowledge) client, as gRPC uses.
-pub fn h2_client() -> HttpClient {
+pub(crate) fn h2_client() -> HttpClient {
     Client::builder(TokioExecutor::new())
         .http2_only(true)
         .build(ConnectDeadline::new(HttpConnector::new()))
 }
 
 /// An SDK meter provider exporting to memory, for asserting on recorded metrics.
-pub struct TestMetrics {
+pub(crate) struct TestMetrics {
     pub provider: opentelemetry_sdk::metrics::SdkMeterProvider,
     exporter: opentelemetry_sdk::metrics::InMemoryMetricExporter,
 }
 
 impl TestMetrics {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let exporter = opentelemetry_sdk::metrics::InMemoryMetricExporter::default();
         let reader = opentelemetry_sdk::metrics::PeriodicReader::builder(exporter.clone()).build();
         let provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
@@ -67,13 +67,13 @@ impl TestMetrics {
         Self { provider, exporter }
     }
 
-    pub fn meter(&self) -> opentelemetry::metrics::Meter {
+    pub(crate) fn meter(&self) -> opentelemetry::metrics::Meter {
         use opentelemetry::metrics::MeterProvider;
         self.provider.meter("test")
     }
 
     /// The current value of a u64 counter for data points carrying `attribute` (or all points).
-    pub fn counter(&self, name: &str, attribute: Option<(&str, &str)>) -> u64 {
+    pub(crate) fn counter(&self, name: &str, attribute: Option<(&str, &str)>) -> u64 {
         use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
         self.provider.force_flush().unwrap();
         let batches = self.exporter.get_finished_metrics().unwrap();

@@ -15,27 +15,27 @@ use opentelemetry::metrics::{Meter, MeterProvider as _};
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
 use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
 
-pub struct TestMetrics {
+pub(crate) struct TestMetrics {
     pub provider: SdkMeterProvider,
     exporter: InMemoryMetricExporter,
 }
 
 /// One data point: its attributes as strings, and count/sum (histograms) or value (sums).
 #[derive(Debug, Clone)]
-pub struct Point {
+pub(crate) struct Point {
     pub attrs: BTreeMap<String, String>,
     pub count: u64,
     pub sum: f64,
 }
 
 impl Point {
-    pub fn attr(&self, key: &str) -> Option<&str> {
+    pub(crate) fn attr(&self, key: &str) -> Option<&str> {
         self.attrs.get(key).map(String::as_str)
     }
 }
 
 impl TestMetrics {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let exporter = InMemoryMetricExporter::default();
         let provider = SdkMeterProvider::builder()
             .with_reader(PeriodicReader::builder(exporter.clone()).build())
@@ -43,12 +43,12 @@ impl TestMetrics {
         Self { provider, exporter }
     }
 
-    pub fn meter(&self) -> Meter {
+    pub(crate) fn meter(&self) -> Meter {
         self.provider.meter("test")
     }
 
     /// All points of metric `name` in the latest (cumulative) export.
-    pub fn points(&self, name: &str) -> Vec<Point> {
+    pub(crate) fn points(&self, name: &str) -> Vec<Point> {
         self.exporter.reset();
         self.provider.force_flush().expect("flush");
         let all = self.exporter.get_finished_metrics().expect("metrics");
@@ -65,7 +65,7 @@ impl TestMetrics {
     }
 
     /// Points of `name` whose attributes include all of `want`.
-    pub fn matching(&self, name: &str, want: &[(&str, &str)]) -> Vec<Point> {
+    pub(crate) fn matching(&self, name: &str, want: &[(&str, &str)]) -> Vec<Point> {
         self.points(name)
             .into_iter()
             .filter(|p| want.iter().all(|(k, v)| p.attr(k) == Some(v)))
@@ -73,12 +73,12 @@ impl TestMetrics {
     }
 
     /// Sum of `http.server.active_requests`-style sums over all points.
-    pub fn sum_total(&self, name: &str) -> f64 {
+    pub(crate) fn sum_total(&self, name: &str) -> f64 {
         self.points(name).iter().map(|p| p.sum).sum()
     }
 
     /// Waits (bounded) until the total of sum metric `name` equals `want`.
-    pub async fn wait_for_total(&self, name: &str, want: f64) -> f64 {
+    pub(crate) async fn wait_for_total(&self, name: &str, want: f64) -> f64 {
         let mut got = self.sum_total(name);
         for _ in 0..200 {
             if got == want {
@@ -130,7 +130,7 @@ fn collect(data: &AggregatedMetrics, out: &mut Vec<Point>) {
 }
 
 /// Serves `app` on 127.0.0.1 port 0 and returns its address.
-pub async fn serve(app: axum::Router) -> SocketAddr {
+pub(crate) async fn serve(app: axum::Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -139,18 +139,18 @@ pub async fn serve(app: axum::Router) -> SocketAddr {
     addr
 }
 
-pub type TestClient = Client<HttpConnector, Empty<Bytes>>;
+pub(crate) type TestClient = Client<HttpConnector, Empty<Bytes>>;
 
-pub fn client() -> TestClient {
+pub(crate) fn client() -> TestClient {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
 /// Sends a request and reads the whole response; returns status and body.
-pub async fn send(client: &TestClient, method: &str, uri: String) -> (u16, Bytes) {
+pub(crate) async fn send(client: &TestClient, method: &str, uri: String) -> (u16, Bytes) {
     send_with(client, method, uri, &[]).await
 }
 
-pub async fn send_with(
+pub(crate) async fn send_with(
     client: &TestClient,
     method: &str,
     uri: String,

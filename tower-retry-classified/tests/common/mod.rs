@@ -26,14 +26,14 @@ use tower_retry_classified::ReplayBody;
 
 /// One scripted answer.
 #[derive(Clone, Debug)]
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
     /// Time before the answer.
     pub delay: std::time::Duration,
 }
 
-pub fn status(status: u16) -> Reply {
+pub(crate) fn status(status: u16) -> Reply {
     Reply {
         status,
         headers: Vec::new(),
@@ -42,12 +42,12 @@ pub fn status(status: u16) -> Reply {
 }
 
 impl Reply {
-    pub fn after(mut self, delay: std::time::Duration) -> Self {
+    pub(crate) fn after(mut self, delay: std::time::Duration) -> Self {
         self.delay = delay;
         self
     }
 
-    pub fn header(mut self, name: &'static str, value: &str) -> Self {
+    pub(crate) fn header(mut self, name: &'static str, value: &str) -> Self {
         self.headers.push((name, value.to_owned()));
         self
     }
@@ -55,7 +55,7 @@ impl Reply {
 
 /// What the upstream saw of one request.
 #[derive(Clone, Debug)]
-pub struct Seen {
+pub(crate) struct Seen {
     pub method: http::Method,
     pub headers: http::HeaderMap,
     pub body: Bytes,
@@ -63,20 +63,20 @@ pub struct Seen {
 }
 
 #[derive(Clone)]
-pub struct Upstream {
+pub(crate) struct Upstream {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 impl Upstream {
     /// Serves `script` (the last reply repeats) on a fresh port.
-    pub async fn start(script: Vec<Reply>) -> Self {
+    pub(crate) async fn start(script: Vec<Reply>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         Self::serve(listener, script)
     }
 
     /// Serves `script` on `listener`.
-    pub fn serve(listener: TcpListener, script: Vec<Reply>) -> Self {
+    pub(crate) fn serve(listener: TcpListener, script: Vec<Reply>) -> Self {
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let script = Arc::new(script);
@@ -130,23 +130,23 @@ impl Upstream {
         Self { addr, seen }
     }
 
-    pub fn calls(&self) -> usize {
+    pub(crate) fn calls(&self) -> usize {
         self.seen.lock().unwrap().len()
     }
 
-    pub fn seen(&self) -> Vec<Seen> {
+    pub(crate) fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
 
-    pub fn uri(&self, path: &str) -> String {
+    pub(crate) fn uri(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
 }
 
-pub type HttpClient<B> = Client<HttpConnector, ReplayBody<B>>;
+pub(crate) type HttpClient<B> = Client<HttpConnector, ReplayBody<B>>;
 
 /// A hyper-util client that keeps no timers of its own, so paused-clock tests measure only ours.
-pub fn client<B>() -> HttpClient<B>
+pub(crate) fn client<B>() -> HttpClient<B>
 where
     B: Body + Send + 'static,
     B::Data: Send,
@@ -158,12 +158,12 @@ where
 }
 
 /// A body that yields its chunks one by one with no size hint (sent chunked).
-pub struct Chunked {
+pub(crate) struct Chunked {
     chunks: VecDeque<Bytes>,
 }
 
 impl Chunked {
-    pub fn new(total: usize, chunk: usize) -> (Self, Bytes) {
+    pub(crate) fn new(total: usize, chunk: usize) -> (Self, Bytes) {
         let all: Vec<u8> = (0..total).map(|i| (i % 251) as u8).collect();
         let all = Bytes::from(all);
         let chunks = (0..total)
@@ -191,13 +191,13 @@ impl Body for Chunked {
 }
 
 /// An OpenTelemetry SDK meter whose sums can be read back.
-pub struct TestMeter {
+pub(crate) struct TestMeter {
     pub provider: SdkMeterProvider,
     exporter: InMemoryMetricExporter,
 }
 
 impl TestMeter {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let exporter = InMemoryMetricExporter::default();
         let provider = SdkMeterProvider::builder()
             .with_reader(PeriodicReader::builder(exporter.clone()).build())
@@ -205,12 +205,12 @@ impl TestMeter {
         Self { provider, exporter }
     }
 
-    pub fn meter(&self) -> opentelemetry::metrics::Meter {
+    pub(crate) fn meter(&self) -> opentelemetry::metrics::Meter {
         self.provider.meter("test")
     }
 
     /// Sum of counter `name` over data points whose attributes include all of `attrs`.
-    pub fn sum(&self, name: &str, attrs: &[(&str, &str)]) -> u64 {
+    pub(crate) fn sum(&self, name: &str, attrs: &[(&str, &str)]) -> u64 {
         self.provider.force_flush().unwrap();
         let metrics = self.exporter.get_finished_metrics().unwrap();
         let Some(last) = metrics.last() else { return 0 };
@@ -238,7 +238,7 @@ impl TestMeter {
     }
 
     /// Last value of u64 gauge `name` (0 if absent).
-    pub fn gauge(&self, name: &str) -> u64 {
+    pub(crate) fn gauge(&self, name: &str) -> u64 {
         self.provider.force_flush().unwrap();
         let metrics = self.exporter.get_finished_metrics().unwrap();
         let Some(last) = metrics.last() else { return 0 };
@@ -257,7 +257,7 @@ impl TestMeter {
     }
 
     /// Number of recordings of histogram `name`.
-    pub fn histogram_count(&self, name: &str) -> u64 {
+    pub(crate) fn histogram_count(&self, name: &str) -> u64 {
         self.provider.force_flush().unwrap();
         let metrics = self.exporter.get_finished_metrics().unwrap();
         let Some(last) = metrics.last() else { return 0 };
@@ -275,6 +275,6 @@ impl TestMeter {
     }
 }
 
-pub fn is_status(resp: &Response<Incoming>, code: u16) -> bool {
+pub(crate) fn is_status(resp: &Response<Incoming>, code: u16) -> bool {
     resp.status() == StatusCode::from_u16(code).unwrap()
 }
