@@ -82,7 +82,11 @@ async fn plain_http_past_its_deadline_gets_504_with_a_body() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
     let body = response.into_body().collect().await.unwrap().to_bytes();
-    assert_eq!(&body[..], b"deadline exceeded");
+    // The error's own words, with its numbers, as every layer of the family answers.
+    assert_eq!(
+        &body[..],
+        b"deadline exceeded while handling the request: budget 250ms, elapsed 250ms\n"
+    );
     assert_eq!(
         metrics.counter("tower.deadline.exceeded", Some(("where", "handling"))),
         1
