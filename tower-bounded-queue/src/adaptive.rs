@@ -74,13 +74,14 @@ use tokio::time::Instant;
 ///
 /// ```
 /// use tower::{Layer, Service, ServiceExt, service_fn};
-/// use tower_bounded_queue::{Adaptive, BoundedQueueLayer};
+/// use tower_bounded_queue::{Adaptive, BoundedQueueBuilder};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), tower::BoxError> {
-/// let layer = BoundedQueueLayer::new(4) // the limit starts at 4
+/// let layer = BoundedQueueBuilder::new(4) // the limit starts at 4
 ///     .capacity(100)
-///     .adaptive(Adaptive::aimd().floor(2).ceiling(64).backoff(0.5));
+///     .adaptive(Adaptive::aimd().floor(2).ceiling(64).backoff(0.5))
+///     .build();
 /// let handle = layer.handle();
 /// assert_eq!(handle.concurrency_limit(), 4);
 ///

@@ -5,7 +5,7 @@
 //! ```
 //! use std::time::Duration;
 //! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
-//! use tower_retry_classified::{HedgeBuilder, RetryBudget};
+//! use tower_retry_classified::RetryBudget;
 //! use tower_retry_classified::hedge::HedgeBuilder;
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
