@@ -24,6 +24,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         ],
         &[],
     )?;
+    features()?;
     step(
         "test",
         &cargo,
@@ -41,6 +42,40 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     crate::bench::run(&["--quick".to_string()])?;
     println!("xtask: ci passed");
     Ok(())
+}
+
+/// The library crates, published to crates.io.
+const LIBRARIES: [&str; 5] = [
+    "tower-reliability-core",
+    "tower-deadline",
+    "tower-retry-classified",
+    "tower-bounded-queue",
+    "tower-metrics-layer",
+];
+
+/// Every library crate checked with each feature alone and with none (cargo-hack's
+/// `--each-feature`), without dev-dependencies: clippy and the tests build `--all-features`
+/// only, so a `cfg` that needs another feature would otherwise first break on a user's machine.
+/// cargo-hack is installed into cargo's own bin folder when missing.
+fn features() -> Result<(), String> {
+    let cargo = cargo();
+    let installed = std::process::Command::new(&cargo)
+        .args(["hack", "--version"])
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if !installed {
+        step(
+            "install cargo-hack",
+            &cargo,
+            &["install", "cargo-hack", "--locked", "--version", "0.6.43"],
+            &[],
+        )?;
+    }
+    let mut args = vec!["hack", "check", "--each-feature", "--no-dev-deps"];
+    for library in LIBRARIES {
+        args.extend(["-p", library]);
+    }
+    step("features", &cargo, &args, &[])
 }
 
 /// Packages (and verifies by building) every publishable crate; cargo orders dependent crates.

@@ -15,7 +15,8 @@ use tokio::net::TcpListener;
 use tonic::Code;
 use tonic::service::Routes;
 use tonic::transport::Channel;
-use tower::{ServiceBuilder, ServiceExt};
+use tower::ServiceBuilder;
+use tower_reliability_core::ResponseBody;
 use tower_retry_classified::{CircuitBreakerBuilder, CircuitState};
 
 fn failing(code: u32) -> EchoRequest {
@@ -41,9 +42,9 @@ async fn an_open_breaker_answers_a_tonic_client_with_unavailable_and_pushback() 
         .http();
     let handle = breaker.handle();
     let service = ServiceBuilder::new()
+        .map_response(|response: Response<ResponseBody<Body>>| response.map(Body::new))
         .layer(breaker)
-        .service(router)
-        .map_response(|response: Response<_>| response.map(Body::new));
+        .service(router);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move {
