@@ -64,6 +64,7 @@ pub struct CircuitOpen {
 }
 
 impl CircuitOpen {
+    #[cfg_attr(not(feature = "breaker"), allow(dead_code))]
     pub(crate) fn new(retry_after: Duration) -> Self {
         static REGISTER: std::sync::Once = std::sync::Once::new();
         REGISTER.call_once(tower_reliability_core::register::<CircuitOpen>);

@@ -67,6 +67,7 @@ mod enabled {
     }
 
     /// Breaker `name` refused a call; a probe may go through in `retry_after`.
+    #[cfg(feature = "breaker")]
     pub(crate) fn circuit_refused(name: &str, retry_after: Duration) {
         tracing::debug!(
             target: TARGET,
@@ -78,6 +79,7 @@ mod enabled {
 
     /// Breaker `name` changed state. Opening is a dependency failing: `warn`; the rest `info`
     /// (rare, never per request).
+    #[cfg(feature = "breaker")]
     pub(crate) fn circuit_changed(name: &str, from: &'static str, to: &'static str) {
         if to == "open" {
             tracing::warn!(target: TARGET, circuit = name, from, to, "circuit opened");
@@ -89,8 +91,10 @@ mod enabled {
     static GIVE_UPS: Summary = Summary::new();
 }
 
+#[cfg(all(feature = "tracing", feature = "breaker"))]
+pub(crate) use enabled::{circuit_changed, circuit_refused};
 #[cfg(feature = "tracing")]
-pub(crate) use enabled::{circuit_changed, circuit_refused, not_retried, scheduled};
+pub(crate) use enabled::{not_retried, scheduled};
 
 #[cfg(not(feature = "tracing"))]
 pub(crate) fn scheduled(_: u32, _: Reason, _: Duration, _: bool, _: Option<&RetryBudget>) {}
@@ -98,8 +102,8 @@ pub(crate) fn scheduled(_: u32, _: Reason, _: Duration, _: bool, _: Option<&Retr
 #[cfg(not(feature = "tracing"))]
 pub(crate) fn not_retried(_: u32, _: Reason, _: SkipReason) {}
 
-#[cfg(not(feature = "tracing"))]
+#[cfg(all(not(feature = "tracing"), feature = "breaker"))]
 pub(crate) fn circuit_refused(_: &str, _: Duration) {}
 
-#[cfg(not(feature = "tracing"))]
+#[cfg(all(not(feature = "tracing"), feature = "breaker"))]
 pub(crate) fn circuit_changed(_: &str, _: &'static str, _: &'static str) {}
