@@ -107,25 +107,6 @@ impl fmt::Display for Overloaded {
 
 impl std::error::Error for Overloaded {}
 
-/// 503 with `Retry-After` ([`BoundedQueueBuilder::retry_after`](crate::BoundedQueueBuilder::retry_after))
-/// and `x-overloaded`; gRPC `UNAVAILABLE` (14) with `grpc-retry-pushback-ms`.
-impl tower_reliability_core::Rejection for Overloaded {
-    fn http_status(&self) -> StatusCode {
-        StatusCode::SERVICE_UNAVAILABLE
-    }
-
-    fn grpc_code(&self) -> u8 {
-        grpc_code::UNAVAILABLE
-    }
-
-    fn retry_after(&self) -> Option<Duration> {
-        self.retry_after
-    }
-
-    fn overloaded(&self) -> bool {
-        true
-    }
-}
 
 /// The request waited in the queue for the configured maximum and left without reaching the
 /// inner service.
@@ -169,24 +150,33 @@ impl fmt::Display for QueueTimeout {
 
 impl std::error::Error for QueueTimeout {}
 
-/// Answered like [`Overloaded`]: the queue shed the request after it waited too long.
-impl tower_reliability_core::Rejection for QueueTimeout {
-    fn http_status(&self) -> StatusCode {
-        StatusCode::SERVICE_UNAVAILABLE
-    }
+/// Both of the queue's own errors say "shed, try again later": 503 with `Retry-After`
+/// ([`BoundedQueueBuilder::retry_after`](crate::BoundedQueueBuilder::retry_after)) and
+/// `x-overloaded`; gRPC `UNAVAILABLE` (14) with `grpc-retry-pushback-ms`.
+macro_rules! shed {
+    ($error:ty) => {
+        impl tower_reliability_core::Rejection for $error {
+            fn http_status(&self) -> StatusCode {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
 
-    fn grpc_code(&self) -> u8 {
-        grpc_code::UNAVAILABLE
-    }
+            fn grpc_code(&self) -> u8 {
+                grpc_code::UNAVAILABLE
+            }
 
-    fn retry_after(&self) -> Option<Duration> {
-        self.retry_after
-    }
+            fn retry_after(&self) -> Option<Duration> {
+                self.retry_after
+            }
 
-    fn overloaded(&self) -> bool {
-        true
-    }
+            fn overloaded(&self) -> bool {
+                true
+            }
+        }
+    };
 }
+
+shed!(Overloaded);
+shed!(QueueTimeout);
 
 /// Makes `tower_reliability_core::error_response` recognise the queue's errors; called by each
 /// error's constructor.

@@ -193,3 +193,16 @@ async fn absurd_adaptive_settings_are_clamped_and_serve() {
     assert_eq!(served, 5);
     assert_eq!(handle.concurrency_limit(), 1);
 }
+
+#[tokio::test]
+async fn clones_and_modes_of_a_layer_share_its_one_queue() {
+    let layer = BoundedQueueBuilder::new(1).capacity(0).build();
+    // A clone, even turned into HTTP mode, is the same queue: it cannot fork it.
+    let http = layer.clone().http();
+    let mut svc = layer.layer(tower::service_fn(|_: u32| {
+        std::future::pending::<Result<u32, Infallible>>()
+    }));
+    let _busy = svc.ready().await.unwrap().call(1);
+    assert_eq!(http.handle().in_flight(), 1);
+    assert_eq!(layer.clone().handle().in_flight(), 1);
+}

@@ -88,7 +88,9 @@ pub mod propagate;
 pub mod server;
 mod trace;
 
-pub use connect::{ConnectDeadline, ConnectDeadlineLayer, DEFAULT_CONNECT_BUDGET};
+pub use connect::{
+    ConnectDeadline, ConnectDeadlineLayer, DEFAULT_CONNECT_BUDGET, MIN_CONNECT_BUDGET,
+};
 pub use deadline::{Deadline, Scoped};
 pub use enforce::{Enforced, enforce, enforce_within};
 pub use error::{ConnectTimeout, DeadlineExceeded, InvalidDeadlineHeader, Stage};

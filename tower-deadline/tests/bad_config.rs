@@ -1,14 +1,16 @@
-//! Absurd configuration: zero and maximal caps, margins and connect budgets. Each is taken as
-//! documented (a zero cap or connect budget keeps the default, huge ones saturate) and the
-//! layers still answer; nothing panics or hangs.
+//! Absurd configuration: zero and maximal caps, margins and connect budgets. Each is clamped to
+//! its documented bound (a zero cap or connect budget is 1 ms, huge ones saturate) and the layers
+//! still answer; nothing panics or hangs.
 
 use std::convert::Infallible;
 use std::time::Duration;
 
 use http::{Request, Response};
 use tower::{Layer, ServiceExt};
+use tower_deadline::server::MIN_MAX;
 use tower_deadline::{
-    ConnectDeadlineLayer, Deadline, DeadlineExceeded, DeadlineLayer, PropagateDeadlineLayer,
+    ConnectDeadlineLayer, ConnectTimeout, Deadline, DeadlineExceeded, DeadlineLayer,
+    MIN_CONNECT_BUDGET, PropagateDeadlineLayer,
 };
 
 fn ok()
@@ -18,18 +20,31 @@ fn ok()
 }
 
 #[tokio::test(start_paused = true)]
-async fn zero_and_maximal_caps_serve() {
-    for cap in [Duration::ZERO, Duration::from_nanos(1), Duration::MAX] {
-        let layer = DeadlineLayer::new().http().max(cap);
-        let request = Request::get("/")
-            .header("x-request-timeout-ms", "99999999999999999999")
-            .body(())
+async fn caps_are_clamped_to_at_least_one_millisecond_and_saturate_at_the_top() {
+    let remaining = tower::service_fn(|request: Request<()>| async move {
+        let deadline = Deadline::from_extensions(request.extensions()).unwrap();
+        Ok::<_, Infallible>(Response::new(deadline.remaining()))
+    });
+    for (cap, granted) in [
+        (Duration::ZERO, MIN_MAX),
+        (Duration::from_nanos(1), MIN_MAX),
+        (Duration::from_secs(7), Duration::from_secs(7)),
+    ] {
+        let layer = DeadlineLayer::new().max(cap);
+        let response = layer
+            .layer(remaining)
+            .oneshot(Request::get("/").body(()).unwrap())
+            .await
             .unwrap();
-        let response = layer.layer(ok()).oneshot(request).await.unwrap();
-        // A zero cap keeps the default (30 s) and MAX saturates: served. 1 ns is a real cap;
-        // an inner service that is ready at once still answers in time (no clock moved).
-        assert_eq!(response.status(), 200, "cap {cap:?}");
+        assert_eq!(*response.body(), granted, "cap {cap:?}");
     }
+    // MAX saturates: an absurd header and cap still serve.
+    let request = Request::get("/")
+        .header("x-request-timeout-ms", "99999999999999999999")
+        .body(())
+        .unwrap();
+    let layer = DeadlineLayer::new().http().max(Duration::MAX);
+    assert_eq!(layer.layer(ok()).oneshot(request).await.unwrap().status(), 200);
 }
 
 #[tokio::test(start_paused = true)]
@@ -50,9 +65,23 @@ async fn a_margin_larger_than_any_budget_fails_fast_instead_of_sending() {
     assert!(response.is_ok());
 }
 
-#[test]
-fn zero_and_maximal_connect_budgets_are_accepted() {
-    for budget in [Duration::ZERO, Duration::MAX] {
-        let _layer = ConnectDeadlineLayer::new(budget);
+#[tokio::test(start_paused = true)]
+async fn connect_budgets_are_clamped_to_at_least_one_millisecond() {
+    // A connector that never connects: the budget alone ends the connect.
+    let never = tower::service_fn(|_: http::Uri| std::future::pending::<Result<(), Infallible>>());
+    for (budget, cut_after) in [
+        (Duration::ZERO, MIN_CONNECT_BUDGET),
+        (Duration::from_millis(250), Duration::from_millis(250)),
+    ] {
+        let started = tokio::time::Instant::now();
+        let error = ConnectDeadlineLayer::new(budget)
+            .layer(never)
+            .oneshot("http://127.0.0.1:1/".parse().unwrap())
+            .await
+            .unwrap_err();
+        assert!(error.is::<ConnectTimeout>(), "{error}");
+        assert_eq!(started.elapsed(), cut_after, "budget {budget:?}");
     }
+    // Duration::MAX saturates instead of overflowing the clock.
+    let _layer = ConnectDeadlineLayer::new(Duration::MAX);
 }

@@ -106,17 +106,20 @@ impl PrometheusBuilder {
     }
 
     /// SDK cardinality limit for every instrument (default 2000). Series beyond it
-    /// are folded by the SDK into one `otel_metric_overflow="true"` series. Must be
-    /// greater than 0.
+    /// are folded by the SDK into one `otel_metric_overflow="true"` series. Clamped to at
+    /// least 1.
     pub fn cardinality_limit(mut self, limit: usize) -> Self {
-        self.cardinality_limit = limit;
+        self.cardinality_limit = limit.max(1);
         self
     }
 
     /// Override bucket boundaries (seconds) of every `*.duration` histogram, whatever
-    /// the instrument advised. Must be finite and strictly increasing.
+    /// the instrument advised. Clamped like
+    /// [`MetricsBuilder::duration_boundaries`](crate::MetricsBuilder::duration_boundaries):
+    /// non-finite and negative values are dropped, the rest sorted and deduplicated, and an
+    /// empty list is the default.
     pub fn duration_boundaries(mut self, boundaries: impl Into<Vec<f64>>) -> Self {
-        self.duration_boundaries = Some(boundaries.into());
+        self.duration_boundaries = Some(crate::buckets::normalize_boundaries(boundaries.into()));
         self
     }
 
@@ -132,12 +135,13 @@ impl PrometheusBuilder {
         self
     }
 
-    /// Builds the registry, exporter and meter provider.
+    /// Builds the registry, exporter and meter provider. Settings are clamped as they are
+    /// set, so an error here comes from the exporter itself, never from a setting.
     pub fn build(self) -> Result<PrometheusMetrics, BuildError> {
         let limit = self.cardinality_limit;
         let boundaries = self.duration_boundaries;
-        // Validate the streams once here so a bad configuration fails now, not as a
-        // view that silently does not apply.
+        // The settings are clamped valid; building the stream once here still turns an SDK
+        // that disagrees into an error now rather than a view that silently does not apply.
         let check = move |b: Option<Vec<f64>>| {
             let mut s = Stream::builder().with_cardinality_limit(limit);
             if let Some(b) = b {

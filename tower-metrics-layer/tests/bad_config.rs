@@ -62,22 +62,31 @@ async fn guards_that_admit_nothing_or_everything() {
 
 #[cfg(feature = "prometheus")]
 #[test]
-fn impossible_exporter_settings_are_refused() {
-    for boundaries in [
-        vec![f64::NAN],
-        vec![1.0, 0.5],
-        vec![0.1, 0.1],
-        vec![f64::INFINITY],
-    ] {
-        let built = PrometheusMetrics::builder()
-            .duration_boundaries(boundaries.clone())
-            .build();
-        assert!(built.is_err(), "{boundaries:?}");
-    }
-    assert!(
-        PrometheusMetrics::builder()
-            .cardinality_limit(0)
-            .build()
-            .is_err()
-    );
+fn absurd_exporter_settings_are_clamped() {
+    use opentelemetry::metrics::MeterProvider as _;
+
+    // Unsorted, duplicated, non-finite and negative boundaries: the rest, sorted.
+    let metrics = PrometheusMetrics::builder()
+        .without_target_info()
+        .duration_boundaries(vec![1.0, f64::NAN, 0.5, 0.5, -1.0, f64::INFINITY])
+        .cardinality_limit(0)
+        .build()
+        .expect("clamped settings build");
+    let histogram = metrics
+        .meter_provider()
+        .meter("t")
+        .f64_histogram("job.duration")
+        .build();
+    histogram.record(0.7, &[opentelemetry::KeyValue::new("k", "a")]);
+    // A cardinality limit of 0 is 1: a second series folds into the overflow series.
+    histogram.record(0.7, &[opentelemetry::KeyValue::new("k", "b")]);
+    let text = metrics.render().unwrap();
+    let buckets: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("job_duration_bucket") && !l.contains("otel_metric_overflow"))
+        .collect();
+    assert_eq!(buckets.len(), 3, "0.5, 1 and +Inf: {text}");
+    assert!(buckets[0].contains("le=\"0.5\"") && buckets[0].ends_with(" 0"), "{text}");
+    assert!(buckets[1].contains("le=\"1\"") && buckets[1].ends_with(" 1"), "{text}");
+    assert!(text.contains("otel_metric_overflow=\"true\""), "{text}");
 }

@@ -315,6 +315,45 @@ async fn the_retry_layer_does_not_retry_a_refusal_in_error_mode() {
     );
 }
 
+/// Calls a breaker with `ratio` in front of an upstream answering 200, 200, 200, 503, 200, 503,
+/// 200, 503 and says after how many calls it opened (0: never). The share of failures is 1/4
+/// after 4 calls, then 1/5, 2/6, 2/7, 3/8.
+async fn opens_after(ratio: f64) -> usize {
+    let script = [200, 200, 200, 503, 200, 503, 200, 503].map(status).to_vec();
+    let upstream = Upstream::start(script).await;
+    let layer = CircuitBreakerBuilder::new()
+        .min_volume(4)
+        .failure_ratio(ratio)
+        .build();
+    let handle = layer.handle();
+    let mut svc = ServiceBuilder::new().layer(layer).service(plain());
+    for calls in 1..=8 {
+        svc.ready()
+            .await
+            .unwrap()
+            .call(get(&upstream))
+            .await
+            .unwrap();
+        if handle.state() == CircuitState::Open {
+            return calls;
+        }
+    }
+    0
+}
+
+#[tokio::test(start_paused = true)]
+async fn failure_ratios_are_clamped_and_nan_is_the_default() {
+    assert_eq!(opens_after(0.25).await, 4);
+    assert_eq!(opens_after(0.3).await, 6);
+    // NaN is the default, 0.5: never reached.
+    assert_eq!(opens_after(f64::NAN).await, 0);
+    // Below the floor is the floor, 0.01: opens as soon as the volume is reached.
+    assert_eq!(opens_after(-1.0).await, 4);
+    assert_eq!(opens_after(0.0).await, 4);
+    // Above 1 is 1: never reached while any call in the window succeeded.
+    assert_eq!(opens_after(7.0).await, 0);
+}
+
 #[tokio::test(start_paused = true)]
 async fn absurd_settings_are_clamped_to_a_working_breaker() {
     let upstream = Upstream::start(vec![status(503)]).await;
@@ -328,7 +367,7 @@ async fn absurd_settings_are_clamped_to_a_working_breaker() {
         .build();
     let handle = layer.handle();
     let mut svc = ServiceBuilder::new().layer(layer).service(plain());
-    // Defaults kept for the ratio (0.5); volume 1; the first failure opens it for 1 ms.
+    // The last ratio (-1) is clamped to 0.01; volume 1; the first failure opens it for 1 ms.
     svc.ready()
         .await
         .unwrap()

@@ -346,3 +346,36 @@ where
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_are_clamped_whatever_their_order() {
+        let nan = HedgeBuilder::for_http().percentile(f64::NAN, Duration::ZERO);
+        assert_eq!(nan.percentile, DEFAULT_PERCENTILE);
+        assert_eq!(HedgeBuilder::for_http().percentile(2.0, Duration::ZERO).percentile, 0.999);
+        assert_eq!(HedgeBuilder::for_http().percentile(0.1, Duration::ZERO).percentile, 0.5);
+        let zero = HedgeBuilder::for_http().delay(Duration::ZERO);
+        assert_eq!(zero.fixed, Some(Duration::from_millis(1)));
+        // A percentile set after a fixed delay replaces it, and the other way round.
+        let later = HedgeBuilder::for_http()
+            .delay(Duration::from_millis(50))
+            .percentile(0.9, Duration::ZERO);
+        assert_eq!(later.fixed, None);
+        let fixed = HedgeBuilder::for_http()
+            .percentile(0.9, Duration::ZERO)
+            .delay(Duration::from_millis(50));
+        assert_eq!(fixed.build().config.delay(), Duration::from_millis(50));
+    }
+
+    #[test]
+    fn clones_of_a_layer_share_one_state_and_each_build_makes_one() {
+        let builder = HedgeBuilder::for_http();
+        let layer = builder.build();
+        let clone = layer.clone();
+        assert!(Arc::ptr_eq(&layer.config, &clone.config));
+        assert!(!Arc::ptr_eq(&layer.config, &HedgeBuilder::for_http().build().config));
+    }
+}
