@@ -16,7 +16,7 @@ use tokio::time::Instant;
 /// its `capacity` and still **rejects** with [`Overloaded`](crate::Overloaded) when it is full:
 /// a shrinking limit makes requests wait (up to `capacity` of them), never pile up without bound.
 ///
-/// Set it with [`BoundedQueueLayer::adaptive`](crate::BoundedQueueLayer::adaptive); the limit
+/// Set it with [`BoundedQueueBuilder::adaptive`](crate::BoundedQueueBuilder::adaptive); the limit
 /// starts at the layer's `concurrency` (clamped into `[floor, ceiling]`). Read it with
 /// [`QueueHandle::concurrency_limit`](crate::QueueHandle::concurrency_limit) or the gauge
 /// `tower.queue.concurrency_limit`.
@@ -29,7 +29,7 @@ use tokio::time::Instant;
 /// streams afterwards, outside the limit, as it always has):
 ///
 /// - **Congestion**: the inner service failed (an inner error or a panic; in [HTTP
-///   mode](crate::HttpBoundedQueueLayer) also a 5xx or 429 answer, or a gRPC answer whose header
+///   mode](crate::BoundedQueueLayer::http) also a 5xx or 429 answer, or a gRPC answer whose header
 ///   `grpc-status` is 4, 8 or 14), or the request took longer than the latency threshold
 ///   (a caller that gave up, e.g. a timeout above dropping the future, counts too once it had
 ///   waited past the threshold). The limit is multiplied by [`backoff`](Self::backoff) (default

@@ -12,7 +12,8 @@ use crate::status::Thresholds;
 /// admission word, which counts in-flight requests in 32 bits and waiting ones in 31.
 pub(crate) const MAX_LIMIT: usize = 1 << 30;
 
-/// The default number of requests that may wait (from the product brief).
+/// The default number of requests that may wait: about a second of work for a service doing
+/// 1000 requests a second.
 pub(crate) const DEFAULT_CAPACITY: usize = 1000;
 
 #[derive(Clone, Debug)]

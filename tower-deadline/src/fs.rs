@@ -1,4 +1,4 @@
-//! File operations bounded by their own budgets (the product brief's: read 5 s, write 10 s,
+//! File operations bounded by their own budgets (read 5 s, write 10 s,
 //! delete 5 s) and by the current request deadline, whichever is tighter.
 //!
 //! A timeout is an [`io::Error`] of kind [`TimedOut`](io::ErrorKind::TimedOut) whose inner

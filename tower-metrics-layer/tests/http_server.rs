@@ -270,7 +270,7 @@ async fn request_dropped_mid_flight_returns_active_to_zero() {
     req.abort();
     let _ = req.await;
     drop(c);
-    assert_eq!(m.wait_for_total(ACTIVE, 0.0).await, 0.0);
+    assert_eq!(common::wait_for_total(&m, ACTIVE, 0.0).await, 0.0);
     let cancelled = m.matching(DURATION, &[("error.type", "cancelled")]);
     assert_eq!(cancelled.len(), 1, "{:#?}", m.points(DURATION));
     assert_eq!(cancelled[0].count, 1);
@@ -345,7 +345,7 @@ async fn body_dropped_mid_stream_returns_active_to_zero() {
     assert_eq!(m.sum_total(ACTIVE), 1.0);
     drop(body);
     drop(c);
-    assert_eq!(m.wait_for_total(ACTIVE, 0.0).await, 0.0);
+    assert_eq!(common::wait_for_total(&m, ACTIVE, 0.0).await, 0.0);
     // What was streamed before the drop is recorded as the response size.
     let sizes = m.points("http.server.response.body.size");
     assert_eq!(sizes.len(), 1);
@@ -379,7 +379,7 @@ async fn body_sizes_equal_bytes_streamed() {
         assert_eq!(body.len(), 7000);
     }
     send(&c, "GET", format!("http://{addr}/empty")).await;
-    assert_eq!(m.wait_for_total(ACTIVE, 0.0).await, 0.0);
+    assert_eq!(common::wait_for_total(&m, ACTIVE, 0.0).await, 0.0);
     let streamed = m.matching(
         "http.server.response.body.size",
         &[("http.route", "/stream")],
@@ -507,7 +507,7 @@ async fn concurrent_requests_are_all_counted_and_released() {
     let p = m.matching(DURATION, &[("http.route", "/work/{n}")]);
     assert_eq!(p.len(), 1);
     assert_eq!(p[0].count, 400);
-    assert_eq!(m.wait_for_total(ACTIVE, 0.0).await, 0.0);
+    assert_eq!(common::wait_for_total(&m, ACTIVE, 0.0).await, 0.0);
 }
 
 #[tokio::test]

@@ -45,6 +45,41 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Three layers, one classifier
+//!
+//! - [`RetryLayer`] ([`retry`]): the example above.
+//! - [`CircuitBreakerLayer`] ([`breaker`], feature `breaker`, on by default): stops calling a
+//!   dependency whose calls keep failing and refuses at once with [`CircuitOpen`], or after
+//!   `.http()` with 503 + `Retry-After` (gRPC: 14 with `grpc-retry-pushback-ms`).
+//! - [`HedgeLayer`] ([`hedge`], feature `hedge`, on by default): sends one more attempt of an
+//!   idempotent request that is slower than most, within the same [`RetryBudget`].
+//!
+//! Only what a retry could fix counts as a failure for any of them ([classify]): a 4xx never
+//! opens the breaker, and the breaker's own refusal is never retried.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower::ServiceBuilder;
+//! use tower_retry_classified::{
+//!     CircuitBreakerBuilder, HedgeBuilder, ReplayBody, RetryBudget, RetryLayer,
+//! };
+//!
+//! # let client = tower::service_fn(|_: http::Request<ReplayBody<String>>| async {
+//! #     Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+//! # });
+//! let budget = RetryBudget::default(); // retries and hedges share it
+//! let breaker = CircuitBreakerBuilder::new()
+//!     .failure_ratio(0.5)
+//!     .open_time(Duration::from_secs(5), Duration::from_secs(60))
+//!     .build();
+//! let stack = ServiceBuilder::new()
+//!     .layer(RetryLayer::for_http().budget(budget.clone()))
+//!     .layer(HedgeBuilder::for_http().budget(budget).build())
+//!     .layer(breaker) // below both: every attempt counts, a refusal is not retried
+//!     .service(client);
+//! # let _ = stack;
+//! ```
+//!
 //! # What is retried
 //!
 //! Every attempt's outcome is [classified](Classification) as a success, a retryable failure
@@ -74,12 +109,21 @@
 //!
 //! # Metrics
 //!
-//! On the meter given to [`RetryLayer::meter`] (default: the global meter
-//! `tower-retry-classified`): `tower.retry.attempts` (counter; `outcome`, `reason`),
-//! `tower.retry.skipped` (counter; `reason`) and `tower.retry.backoff` (histogram, seconds).
+//! On the meter given to the layer (default: the global meter `tower-retry-classified`):
+//!
+//! | instrument | kind | attributes |
+//! |---|---|---|
+//! | `tower.retry.attempts` | counter | `outcome` (`success`, `retryable`, `permanent`), `reason` |
+//! | `tower.retry.skipped` | counter | `reason` ([`SkipReason`]) |
+//! | `tower.retry.backoff` | histogram (s) | - |
+//! | `tower.circuit.state` | gauge (0 closed, 1 half-open, 2 open) | `tower.circuit.name` |
+//! | `tower.circuit.transitions` | counter | `tower.circuit.name`, `from`, `to` |
+//! | `tower.hedge.sent`, `.won`, `.lost`, `.refused` | counters | - |
 //!
 //! # Features
 //!
+//! - `breaker` (default): [`CircuitBreakerLayer`].
+//! - `hedge` (default): [`HedgeLayer`].
 //! - `hyper-util` (default): recognise hyper-util connect errors and hyper's canceled and
 //!   incomplete-message errors.
 //! - `h2`: recognise HTTP/2 REFUSED_STREAM.

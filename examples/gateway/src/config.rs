@@ -4,7 +4,7 @@
 //! validates them into [`Settings`], turning any bad value into a one-line [`ConfigError`] that
 //! names the setting. `main` prints it and exits with code 2.
 
-use std::fmt;
+use example_support::settings::{ConfigError, invalid, parse_flag, parse_millis, parse_number};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -135,41 +135,9 @@ pub struct Args {
     )]
     pub demo_failure_rate: String,
 
-    /// Classified retries on upstream calls: true/1/yes, false/0/no, or a share such as `10%`.
-    #[arg(
-        long,
-        allow_hyphen_values = true,
-        env = "CP2_ADVANCED_RETRY_ENABLED",
-        default_value = "false"
-    )]
-    pub cp2_advanced_retry_enabled: String,
 
-    /// Deadlines: read, cap, enforce and propagate; true/false or a share such as `10%`.
-    #[arg(
-        long,
-        allow_hyphen_values = true,
-        env = "CP2_COMPLETE_TIMEOUT_ENABLED",
-        default_value = "false"
-    )]
-    pub cp2_complete_timeout_enabled: String,
 
-    /// Bounded queue with admission control; true/false or a share such as `10%`.
-    #[arg(
-        long,
-        allow_hyphen_values = true,
-        env = "CP2_QUEUE_MANAGEMENT_ENABLED",
-        default_value = "false"
-    )]
-    pub cp2_queue_management_enabled: String,
 
-    /// Request metrics and GET /metrics; true/false or a share such as `10%`.
-    #[arg(
-        long,
-        allow_hyphen_values = true,
-        env = "CP2_OBSERVABILITY_METRICS_ENABLED",
-        default_value = "false"
-    )]
-    pub cp2_observability_metrics_enabled: String,
 
     /// A circuit breaker per provider (`tower-retry-classified`); true or false.
     #[arg(
@@ -206,14 +174,10 @@ pub struct Args {
     )]
     pub fault_headers: String,
 
-    /// Tenants (from `x-tenant-id`) allowed as the `tenant` label; others become `other`.
-    #[arg(
-        long,
-        allow_hyphen_values = true,
-        env = "METRICS_TENANT_LABEL_ALLOWLIST",
-        default_value = ""
-    )]
-    pub metrics_tenant_label_allowlist: String,
+
+    /// The feature flags and the tenant allowlist, shared with the other example.
+    #[command(flatten)]
+    pub flags: example_support::settings::FeatureFlags,
 }
 
 /// How the router picks a provider.
@@ -242,7 +206,7 @@ pub struct Upstream {
     pub base: String,
 }
 
-/// The four feature flags of the product brief, as one request sees them.
+/// The four feature flags (`CP2_*`), as one request sees them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Flags {
     pub retry: bool,
@@ -308,38 +272,8 @@ pub struct Settings {
     pub circuit_breaker: bool,
 }
 
-/// A setting with a value the gateway refuses to start with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// The environment variable (and, lower-cased with dashes, the CLI flag).
-    pub setting: &'static str,
-    pub value: String,
-    pub expected: String,
-}
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let flag = self.setting.to_ascii_lowercase().replace('_', "-");
-        let flag = flag.strip_prefix("gateway-").unwrap_or(&flag);
-        write!(
-            f,
-            "invalid {} (--{flag}): {:?}: expected {}",
-            self.setting, self.value, self.expected
-        )
-    }
-}
 
-impl std::error::Error for ConfigError {}
-
-fn invalid(setting: &'static str, value: &str, expected: impl Into<String>) -> ConfigError {
-    ConfigError {
-        setting,
-        value: value.to_string(),
-        expected: expected.into(),
-    }
-}
-
-/// The flag grammar: true/1/yes and false/0/no in any case, surrounding blanks ignored.
 /// A CP2 flag: on or off for every request, or on for a whole-number share of them (`10%`).
 pub fn parse_rollout(setting: &'static str, value: &str) -> Result<u8, ConfigError> {
     let v = value.trim();
@@ -359,45 +293,8 @@ pub fn parse_rollout(setting: &'static str, value: &str) -> Result<u8, ConfigErr
 
 const ROLLOUT_EXPECTED: &str = "true/1/yes, false/0/no, or a share from 0% to 100%";
 
-pub fn parse_flag(setting: &'static str, value: &str) -> Result<bool, ConfigError> {
-    let v = value.trim();
-    if ["true", "1", "yes"]
-        .iter()
-        .any(|t| v.eq_ignore_ascii_case(t))
-    {
-        Ok(true)
-    } else if ["false", "0", "no"]
-        .iter()
-        .any(|f| v.eq_ignore_ascii_case(f))
-    {
-        Ok(false)
-    } else {
-        Err(invalid(setting, value, "true/1/yes or false/0/no"))
-    }
-}
 
-fn parse_number<T>(setting: &'static str, value: &str, min: T, max: T) -> Result<T, ConfigError>
-where
-    T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
-{
-    match value.trim().parse::<T>() {
-        Ok(n) if n >= min && n <= max => Ok(n),
-        _ => Err(invalid(
-            setting,
-            value,
-            format!("a whole number from {min} to {max}"),
-        )),
-    }
-}
 
-fn parse_millis(
-    setting: &'static str,
-    value: &str,
-    min: u64,
-    max: u64,
-) -> Result<Duration, ConfigError> {
-    parse_number(setting, value, min, max).map(Duration::from_millis)
-}
 
 fn parse_percent(setting: &'static str, value: &str) -> Result<f64, ConfigError> {
     match value.trim().parse::<f64>() {
@@ -533,19 +430,19 @@ impl Settings {
         let rollout = Rollout {
             retry: parse_rollout(
                 "CP2_ADVANCED_RETRY_ENABLED",
-                &args.cp2_advanced_retry_enabled,
+                &args.flags.cp2_advanced_retry_enabled,
             )?,
             timeout: parse_rollout(
                 "CP2_COMPLETE_TIMEOUT_ENABLED",
-                &args.cp2_complete_timeout_enabled,
+                &args.flags.cp2_complete_timeout_enabled,
             )?,
             queue: parse_rollout(
                 "CP2_QUEUE_MANAGEMENT_ENABLED",
-                &args.cp2_queue_management_enabled,
+                &args.flags.cp2_queue_management_enabled,
             )?,
             metrics: parse_rollout(
                 "CP2_OBSERVABILITY_METRICS_ENABLED",
-                &args.cp2_observability_metrics_enabled,
+                &args.flags.cp2_observability_metrics_enabled,
             )?,
         };
         let flags = rollout.flags_for(0);
@@ -637,7 +534,7 @@ impl Settings {
                 &args.cp2_circuit_breaker_enabled,
             )?,
             tenant_allowlist: args
-                .metrics_tenant_label_allowlist
+                .flags.metrics_tenant_label_allowlist
                 .split(',')
                 .map(str::trim)
                 .filter(|t| !t.is_empty())

@@ -3,52 +3,20 @@
 //! Settings come from environment variables or the same-named flags (`gateway --help`); see the
 //! README for the table and the layer stack.
 
-mod canary;
-mod config;
-mod demo_provider;
-mod dispatch;
-mod fault;
-mod proxy;
-mod routing;
-mod serve;
-mod stack;
-mod traces;
-
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
 use tower_metrics_layer::prometheus::PrometheusMetrics;
 
-use crate::config::{Args, LogFormat, Settings, Upstream};
-
-/// Unit tests measure what the settings parsers allocate (`config`'s property test).
-#[cfg(test)]
-#[global_allocator]
-static METER: alloc_meter::Meter = alloc_meter::Meter;
-
-/// Exit code for any invalid setting.
-const EXIT_INVALID: u8 = 2;
+use example_support::settings::{EXIT_INVALID, parse_args};
+use gateway::config::{Args, LogFormat, Settings, Upstream};
+use gateway::{canary, demo_provider, serve, stack, traces};
 
 fn main() -> ExitCode {
-    let args = match Args::try_parse() {
+    let args: Args = match parse_args("gateway") {
         Ok(args) => args,
-        Err(error) => {
-            use clap::error::ErrorKind;
-            if matches!(
-                error.kind(),
-                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
-            ) {
-                let _ = error.print();
-                return ExitCode::SUCCESS;
-            }
-            // clap's own message spans several lines; keep the first, which names the flag.
-            let rendered = error.to_string();
-            let first = rendered.lines().next().unwrap_or("invalid arguments");
-            eprintln!("gateway: {}", first.trim_start_matches("error: "));
-            return ExitCode::from(EXIT_INVALID);
-        }
+        Err(exit) => return exit,
     };
     let settings = match Settings::from_args(&args) {
         Ok(settings) => settings,
@@ -174,7 +142,7 @@ async fn run(
     stdout.flush()?;
     drop(stdout);
 
-    wait_for_signal().await;
+    example_support::wait_for_signal().await;
     tracing::info!("signal received: no new connections, draining in-flight requests");
     workers.stop();
     // Draining is bounded by the deadline cap (plus a little for answers to be written).
@@ -192,26 +160,4 @@ async fn run(
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

@@ -43,6 +43,7 @@ use tower_retry_classified::{
     Backoff, CircuitBreakerBuilder, CircuitBreakerLayer, ReplayBody, RetryLayer,
 };
 
+use crate::routes::{HEALTHZ, KNOWN_ROUTES, METRICS, PROXY_ROUTE, READYZ};
 use crate::canary::{Mode, Side, TENANT};
 use crate::config::{Settings, Upstream};
 use crate::dispatch::{ProxyFirst, is_proxied};
@@ -251,14 +252,6 @@ impl UpstreamTarget {
     }
 }
 
-/// The proxied routes (every method, every path under `/v1/`), as the metrics name them.
-const PROXY_ROUTE: &str = "/v1/{*path}";
-const HEALTHZ: &str = "/healthz";
-const READYZ: &str = "/readyz";
-const METRICS: &str = "/metrics";
-/// The paths the gateway answers itself.
-pub const KNOWN_ROUTES: [&str; 3] = [HEALTHZ, READYZ, METRICS];
-
 /// `http.route` of the server metrics. They wrap the whole router (counting 404s too), where
 /// axum's `MatchedPath` is not yet set, so the templates are named here; unknown paths get
 /// none, never the raw path, so they add no series.
@@ -267,9 +260,7 @@ fn route_template(head: &RequestHead<'_>) -> Option<&'static str> {
     if is_proxied(path) {
         return Some(PROXY_ROUTE);
     }
-    [HEALTHZ, READYZ, METRICS]
-        .into_iter()
-        .find(|route| *route == path)
+    KNOWN_ROUTES.into_iter().find(|route| *route == path)
 }
 
 /// What `main` needs: the service to serve and the queue (for drain and readiness).

@@ -4,7 +4,7 @@
 //!
 //! Needs `/usr/bin/prometheus` (Debian's `prometheus` package; `.ci/run` installs it).
 
-mod common;
+use gateway_harness as common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,8 +16,9 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 
-use common::promql::{Json, Prometheus};
 use common::*;
+use prometheus_server::Prometheus;
+use serde_json::Value as Json;
 
 /// The Prometheus job the dashboard's `$job` stands for in this test.
 const JOB: &str = "gateway";
@@ -33,7 +34,12 @@ fn ops() -> PathBuf {
 fn dashboard() -> Json {
     let path = ops().join("grafana/gateway.json");
     let text = std::fs::read_to_string(&path).expect("ops/grafana/gateway.json");
-    Json::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The elements of a JSON array; none for anything else.
+fn items(value: &Json) -> &[Json] {
+    value.as_array().map_or(&[], Vec::as_slice)
 }
 
 /// A Grafana variable reference replaced as a dashboard would, with `$route` at "All".
@@ -60,13 +66,13 @@ fn queries(dashboard: &Json) -> Vec<Query> {
             if panel.get("type").and_then(Json::as_str) == Some("row") {
                 *row = title.to_string();
                 walk(
-                    panel.get("panels").map(Json::items).unwrap_or(&[]),
+                    panel.get("panels").map(items).unwrap_or(&[]),
                     row,
                     out,
                 );
                 continue;
             }
-            for target in panel.get("targets").map(Json::items).unwrap_or(&[]) {
+            for target in panel.get("targets").map(items).unwrap_or(&[]) {
                 out.push(Query {
                     row: row.clone(),
                     panel: title.to_string(),
@@ -81,7 +87,7 @@ fn queries(dashboard: &Json) -> Vec<Query> {
     }
     let mut out = Vec::new();
     walk(
-        dashboard.get("panels").map(Json::items).unwrap_or(&[]),
+        dashboard.get("panels").map(items).unwrap_or(&[]),
         &mut String::new(),
         &mut out,
     );
@@ -123,9 +129,9 @@ fn readme_queries() -> Vec<Query> {
 /// Every panel, rows and panels inside collapsed rows included.
 fn panels(dashboard: &Json) -> Vec<&Json> {
     let mut out = Vec::new();
-    for panel in dashboard.get("panels").map(Json::items).unwrap_or(&[]) {
+    for panel in dashboard.get("panels").map(items).unwrap_or(&[]) {
         out.push(panel);
-        out.extend(panel.get("panels").map(Json::items).unwrap_or(&[]));
+        out.extend(panel.get("panels").map(items).unwrap_or(&[]));
     }
     out
 }
@@ -154,7 +160,7 @@ fn dashboard_is_a_grafana_10_dashboard() {
     let variables = dashboard
         .get("templating")
         .and_then(|t| t.get("list"))
-        .map(Json::items)
+        .map(items)
         .unwrap_or(&[]);
     let datasource = variables
         .iter()
@@ -222,7 +228,7 @@ fn dashboard_is_a_grafana_10_dashboard() {
         if !uses_datasource(panel) {
             problems.push(format!("{title}: data source is not {uid}"));
         }
-        let targets = panel.get("targets").map(Json::items).unwrap_or(&[]);
+        let targets = panel.get("targets").map(items).unwrap_or(&[]);
         if targets.is_empty() {
             problems.push(format!("{title}: no query"));
         }
@@ -268,24 +274,6 @@ fn dashboard_is_a_grafana_10_dashboard() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
-}
-
-#[test]
-fn json_reader_reads_what_prometheus_and_grafana_write() {
-    let text = r#" {"a": [1, -2.5e3, true, false, null], "b": {"c": "x\"y\\z\n\u00e9\ud83d\ude00"}, "d": []} "#;
-    let json = Json::parse(text).unwrap();
-    let a = json.get("a").unwrap().items();
-    assert_eq!(a[0].as_f64(), Some(1.0));
-    assert_eq!(a[1].as_f64(), Some(-2500.0));
-    assert_eq!(a[2].as_bool(), Some(true));
-    assert_eq!(a[4], Json::Null);
-    assert_eq!(
-        json.get("b").unwrap().get("c").unwrap().as_str(),
-        Some("x\"y\\z\né😀")
-    );
-    assert!(json.get("d").unwrap().items().is_empty());
-    assert!(Json::parse("{\"a\": 1,}").is_err());
-    assert!(Json::parse("[1] 2").is_err());
 }
 
 /// One request; its status, or 0 when it got no answer within 5 s.
@@ -418,9 +406,9 @@ async fn load(gateway: &Gateway, duration: Duration) -> BTreeMap<u16, usize> {
 
 /// Runs `query`; an error unless it returns data (from both canary sides where the row compares
 /// them).
-async fn check(prometheus: &Prometheus, client: &TestClient, query: &Query) -> Result<(), String> {
-    let result = prometheus.query(client, &substitute(&query.expr)).await?;
-    let series = result.items();
+async fn check(prometheus: &Prometheus, query: &Query) -> Result<(), String> {
+    let result = prometheus.query(&substitute(&query.expr)).await?;
+    let series = items(&result);
     if series.is_empty() {
         return Err("no data".into());
     }
@@ -466,17 +454,16 @@ async fn every_panel_returns_data_from_a_gateway_under_load() {
         ("GATEWAY_FAULT_HEADERS", "true"),
         ("METRICS_TENANT_LABEL_ALLOWLIST", "acme,globex"),
     ]);
-    let client = client();
     let rules = ops().join("prometheus/rules.yml");
-    let prometheus = Prometheus::start(&client, JOB, &gateway.addr.to_string(), &[&rules]).await;
+    let prometheus = Prometheus::start(JOB, &gateway.addr.to_string(), &[&rules]).await;
 
     // The first scrape, so that the load's first requests count in every rate.
     let mut scraped = false;
     while !scraped && started.elapsed() < Duration::from_secs(20) {
         scraped = prometheus
-            .query(&client, &format!("up{{job=\"{JOB}\"}} == 1"))
+            .query(&format!("up{{job=\"{JOB}\"}} == 1"))
             .await
-            .is_ok_and(|r| !r.items().is_empty());
+            .is_ok_and(|r| !items(&r).is_empty());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(scraped, "Prometheus never scraped the gateway");
@@ -500,7 +487,7 @@ async fn every_panel_returns_data_from_a_gateway_under_load() {
     loop {
         let mut still = Vec::new();
         for i in pending {
-            match check(&prometheus, &client, &queries[i]).await {
+            match check(&prometheus, &queries[i]).await {
                 Ok(()) => {
                     failing.remove(&i);
                 }
@@ -523,7 +510,7 @@ async fn every_panel_returns_data_from_a_gateway_under_load() {
     for variable in dashboard
         .get("templating")
         .and_then(|t| t.get("list"))
-        .map(Json::items)
+        .map(items)
         .unwrap_or(&[])
     {
         let Some(definition) = variable.get("definition").and_then(Json::as_str) else {
@@ -536,9 +523,9 @@ async fn every_panel_returns_data_from_a_gateway_under_load() {
         let (selector, label) = inner.rsplit_once(',').unwrap();
         let promql = substitute(&format!("count by ({}) ({selector})", label.trim()));
         if prometheus
-            .query(&client, &promql)
+            .query(&promql)
             .await
-            .map_or(true, |r| r.items().is_empty())
+            .map_or(true, |r| items(&r).is_empty())
         {
             variables_failing.push(format!("{definition} ({promql})"));
         }
@@ -552,17 +539,16 @@ async fn every_panel_returns_data_from_a_gateway_under_load() {
         "max_over_time(tower_queue_status[1m])",
     ] {
         let result = prometheus
-            .query(&client, promql)
+            .query(promql)
             .await
             .unwrap_or(Json::Null);
-        let samples: Vec<String> = result
-            .items()
+        let samples: Vec<String> = items(&result)
             .iter()
             .map(|s| {
                 let labels = match s.get("metric") {
                     Some(Json::Object(labels)) => labels
                         .iter()
-                        .filter(|(k, _)| k != "job" && k != "instance")
+                        .filter(|(k, _)| *k != "job" && *k != "instance")
                         .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
                         .collect::<Vec<_>>()
                         .join(","),
@@ -570,7 +556,7 @@ async fn every_panel_returns_data_from_a_gateway_under_load() {
                 };
                 let value = s
                     .get("value")
-                    .and_then(|v| v.items().get(1))
+                    .and_then(|v| items(v).get(1))
                     .and_then(Json::as_str)
                     .unwrap_or("?");
                 format!("{{{labels}}} {value}")

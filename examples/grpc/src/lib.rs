@@ -10,3 +10,9 @@ pub mod stack;
 pub mod pb {
     tonic::include_proto!("reliability.echo.v1");
 }
+
+// The repository's front page: its axum, client and tonic stacks compile (and are type-checked
+// against this example's generated service) as doctests of this crate, which has every layer.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct FrontPageDoctests;

@@ -2,14 +2,11 @@
 //!
 //! 1. Trivial jobs (one `sleep 0` step), closed loop with 64 jobs in flight, every layer on vs
 //!    every layer off, alternated (on, off, on, off; 5 s each); the best run of each mode.
-//! 2. The brief's Wave 2 load: 200 jobs/s on a fixed schedule for 10 s, small jobs
+//! 2. A paced load: 200 jobs/s on a fixed schedule for 10 s, small jobs
 //!    (write 256 B, read it back, call a local provider, sleep 5 ms), every layer on;
 //!    p50/p95/p99 from send to reply.
 //!
 //! `cargo bench -p worker --bench jobs` (about 45 s). Prints a markdown table.
-
-#[path = "../tests/common/mod.rs"]
-mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use common::*;
+use worker_harness::*;
 
 const IN_FLIGHT: usize = 64;
 const RUN: Duration = Duration::from_secs(5);
@@ -185,7 +182,7 @@ async fn run() {
     println!("| trivial jobs, every layer on (same) | {best_on:.0} jobs/s | |");
     println!("| on / off | {:.3}x | >= 0.9x |", best_on / best_off);
     println!(
-        "| Wave 2: {WAVE2_RATE} jobs/s for {} s, small jobs (write 256 B, read, local HTTP call, sleep 5 ms), layers on | {:.0} jobs/s answered ok ({} of {} sent, {} other); p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms | >= 200 jobs/s, p95 < 1 s |",
+        "| paced: {WAVE2_RATE} jobs/s for {} s, small jobs (write 256 B, read, local HTTP call, sleep 5 ms), layers on | {:.0} jobs/s answered ok ({} of {} sent, {} other); p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms | >= 200 jobs/s, p95 < 1 s |",
         WAVE2_FOR.as_secs(),
         w.achieved,
         w.ok,

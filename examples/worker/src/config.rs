@@ -4,7 +4,7 @@
 //! validates them into [`Settings`], turning any bad value into a one-line [`ConfigError`] that
 //! names the setting. `main` prints it and exits with code 2.
 
-use std::fmt;
+use example_support::settings::{ConfigError, invalid, parse_flag, parse_millis, parse_number};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -116,53 +116,17 @@ pub struct Args {
     #[arg(long, allow_hyphen_values = true, env = "WORKER_FS_ROOT")]
     pub fs_root: Option<String>,
 
-    /// Classified retries on `http_call` steps: true/1/yes or false/0/no.
-    #[arg(
-        long,
-        allow_hyphen_values = true,
-        env = "CP2_ADVANCED_RETRY_ENABLED",
-        default_value = "false"
-    )]
-    pub cp2_advanced_retry_enabled: String,
 
-    /// Deadlines: read from the job's headers, cap, enforce per step, FS budgets, propagate.
-    #[arg(
-        long,
-        allow_hyphen_values = true,
-        env = "CP2_COMPLETE_TIMEOUT_ENABLED",
-        default_value = "false"
-    )]
-    pub cp2_complete_timeout_enabled: String,
 
-    /// Per-pool bounded queues with admission control (off: every job runs at once).
-    #[arg(
-        long,
-        allow_hyphen_values = true,
-        env = "CP2_QUEUE_MANAGEMENT_ENABLED",
-        default_value = "false"
-    )]
-    pub cp2_queue_management_enabled: String,
 
-    /// Job and step metrics on GET /metrics.
-    #[arg(
-        long,
-        allow_hyphen_values = true,
-        env = "CP2_OBSERVABILITY_METRICS_ENABLED",
-        default_value = "false"
-    )]
-    pub cp2_observability_metrics_enabled: String,
 
-    /// Tenants (the job's `tenant`) allowed as the `tenant` label; others become `other`.
-    #[arg(
-        long,
-        allow_hyphen_values = true,
-        env = "METRICS_TENANT_LABEL_ALLOWLIST",
-        default_value = ""
-    )]
-    pub metrics_tenant_label_allowlist: String,
+
+    /// The feature flags and the tenant allowlist, shared with the other example.
+    #[command(flatten)]
+    pub flags: example_support::settings::FeatureFlags,
 }
 
-/// The four feature flags of the product brief.
+/// The four feature flags (`CP2_*`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Flags {
     pub retry: bool,
@@ -197,77 +161,11 @@ pub struct Settings {
     pub tenant_allowlist: Vec<String>,
 }
 
-/// A setting with a value the worker refuses to start with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// The environment variable (and, lower-cased with dashes, the CLI flag).
-    pub setting: &'static str,
-    pub value: String,
-    pub expected: String,
-}
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let flag = self.setting.to_ascii_lowercase().replace('_', "-");
-        let flag = flag.strip_prefix("worker-").unwrap_or(&flag);
-        write!(
-            f,
-            "invalid {} (--{flag}): {:?}: expected {}",
-            self.setting, self.value, self.expected
-        )
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-fn invalid(setting: &'static str, value: &str, expected: impl Into<String>) -> ConfigError {
-    ConfigError {
-        setting,
-        value: value.to_string(),
-        expected: expected.into(),
-    }
-}
 
 /// The flag grammar: true/1/yes and false/0/no in any case, surrounding blanks ignored.
-pub fn parse_flag(setting: &'static str, value: &str) -> Result<bool, ConfigError> {
-    let v = value.trim();
-    if ["true", "1", "yes"]
-        .iter()
-        .any(|t| v.eq_ignore_ascii_case(t))
-    {
-        Ok(true)
-    } else if ["false", "0", "no"]
-        .iter()
-        .any(|f| v.eq_ignore_ascii_case(f))
-    {
-        Ok(false)
-    } else {
-        Err(invalid(setting, value, "true/1/yes or false/0/no"))
-    }
-}
 
-fn parse_number<T>(setting: &'static str, value: &str, min: T, max: T) -> Result<T, ConfigError>
-where
-    T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
-{
-    match value.trim().parse::<T>() {
-        Ok(n) if n >= min && n <= max => Ok(n),
-        _ => Err(invalid(
-            setting,
-            value,
-            format!("a whole number from {min} to {max}"),
-        )),
-    }
-}
 
-fn parse_millis(
-    setting: &'static str,
-    value: &str,
-    min: u64,
-    max: u64,
-) -> Result<Duration, ConfigError> {
-    parse_number(setting, value, min, max).map(Duration::from_millis)
-}
 
 /// A NATS subject or queue group: non-empty, no blanks, no wildcard.
 fn parse_token(setting: &'static str, value: &str) -> Result<String, ConfigError> {
@@ -366,7 +264,7 @@ impl Settings {
             None => std::env::temp_dir().join("worker-fs"),
         };
         let tenant_allowlist = args
-            .metrics_tenant_label_allowlist
+            .flags.metrics_tenant_label_allowlist
             .split(',')
             .map(str::trim)
             .filter(|t| !t.is_empty())
@@ -392,19 +290,19 @@ impl Settings {
             flags: Flags {
                 retry: parse_flag(
                     "CP2_ADVANCED_RETRY_ENABLED",
-                    &args.cp2_advanced_retry_enabled,
+                    &args.flags.cp2_advanced_retry_enabled,
                 )?,
                 timeout: parse_flag(
                     "CP2_COMPLETE_TIMEOUT_ENABLED",
-                    &args.cp2_complete_timeout_enabled,
+                    &args.flags.cp2_complete_timeout_enabled,
                 )?,
                 queue: parse_flag(
                     "CP2_QUEUE_MANAGEMENT_ENABLED",
-                    &args.cp2_queue_management_enabled,
+                    &args.flags.cp2_queue_management_enabled,
                 )?,
                 metrics: parse_flag(
                     "CP2_OBSERVABILITY_METRICS_ENABLED",
-                    &args.cp2_observability_metrics_enabled,
+                    &args.flags.cp2_observability_metrics_enabled,
                 )?,
             },
             tenant_allowlist,

@@ -17,34 +17,18 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
 use futures_util::StreamExt;
 use tokio_util::task::TaskTracker;
 use tower_metrics_layer::prometheus::PrometheusMetrics;
 
 use crate::config::{Args, Settings};
+use example_support::settings::{EXIT_INVALID, parse_args};
 use crate::dispatch::Dispatcher;
 
-/// Exit code for any invalid setting.
-const EXIT_INVALID: u8 = 2;
-
 fn main() -> ExitCode {
-    let args = match Args::try_parse() {
+    let args: Args = match parse_args("worker") {
         Ok(args) => args,
-        Err(error) => {
-            use clap::error::ErrorKind;
-            if matches!(
-                error.kind(),
-                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
-            ) {
-                let _ = error.print();
-                return ExitCode::SUCCESS;
-            }
-            let rendered = error.to_string();
-            let first = rendered.lines().next().unwrap_or("invalid arguments");
-            eprintln!("worker: {}", first.trim_start_matches("error: "));
-            return ExitCode::from(EXIT_INVALID);
-        }
+        Err(exit) => return exit,
     };
     let settings = match Settings::from_args(&args) {
         Ok(settings) => settings,
@@ -171,7 +155,7 @@ async fn run(
     stdout.flush()?;
     drop(stdout);
 
-    let signal = wait_for_signal();
+    let signal = example_support::wait_for_signal();
     tokio::pin!(signal);
     loop {
         tokio::select! {
@@ -220,27 +204,5 @@ async fn run(
             "replies not sent before exiting: nats-server did not take them within {limit:?}"
         )
         .into()),
-    }
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }

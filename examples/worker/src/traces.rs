@@ -3,27 +3,15 @@
 //! OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set. So a job sent by a traced caller (or
 //! through the gateway) is one trace across caller, worker and provider.
 //!
-//! The export, the HTTP header propagation, the client span and the span future are the
-//! gateway's (`examples/gateway/src/traces/`), compiled here from the same files.
-
-#[path = "../../gateway/src/traces/client.rs"]
-mod client;
-// The worker reads trace context from NATS headers (below) and writes it to HTTP ones only.
-#[allow(dead_code, unused_imports)]
-#[path = "../../gateway/src/traces/context.rs"]
-mod context;
-#[path = "../../gateway/src/traces/export.rs"]
-mod export;
-#[path = "../../gateway/src/traces/future.rs"]
-mod future;
+//! The export, the HTTP header propagation, the client span and the span future are shared
+//! with the gateway (`example_support::traces`).
 
 use opentelemetry::propagation::{Extractor, TextMapPropagator as _};
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _, Tracer as _};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::SdkTracer;
 
-pub use client::ClientSpanLayer;
-pub use export::Traces;
+pub use example_support::traces::{ClientSpanLayer, Traces};
 
 /// A NATS message's headers, as the W3C propagator reads them.
 struct NatsHeaders<'a>(&'a async_nats::HeaderMap);
@@ -48,7 +36,7 @@ pub fn job_span(
     pool: &str,
 ) -> Context {
     let parent = match headers {
-        Some(headers) => context::propagator().extract(&NatsHeaders(headers)),
+        Some(headers) => example_support::traces::propagator().extract(&NatsHeaders(headers)),
         None => Context::new(),
     };
     let span = tracer

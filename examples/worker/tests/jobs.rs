@@ -1,14 +1,13 @@
 //! End to end: a real nats-server, the real worker binary, jobs by NATS request-reply.
 //! Every test checks that the number of outcomes equals the number of jobs sent.
 
-mod common;
 
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use serde_json::json;
 
-use common::*;
+use worker_harness::*;
 
 const REPLY_WITHIN: Duration = Duration::from_secs(20);
 
@@ -119,7 +118,7 @@ async fn a_slow_fs_step_times_out_with_a_typed_timeout() {
         .await;
         (reply, start.elapsed())
     };
-    // ... and, with no header, within the brief's read budget (5 s), well under the 30 s cap.
+    // ... and, with no header, within `tower_deadline::fs`'s read budget (5 s), well under the 30 s cap.
     let by_budget = async {
         let start = Instant::now();
         let reply = request(&client, &job, &[], REPLY_WITHIN).await;
@@ -130,7 +129,7 @@ async fn a_slow_fs_step_times_out_with_a_typed_timeout() {
 
     let mut outcomes = 0;
     // The budget in the detail is the time the read got: the job's remaining ~500 ms, or the
-    // brief's 5 s read budget.
+    // `tower_deadline::fs`'s 5 s read budget.
     for (reply, took, is_read_budget, min, max) in [
         (deadline_reply, deadline_took, false, 0.4, 4.0),
         (budget_reply, budget_took, true, 4.5, 15.0),

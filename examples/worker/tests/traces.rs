@@ -1,11 +1,8 @@
 //! Traces across a caller, the worker and a provider: a job whose NATS message carries a
 //! `traceparent` runs in a consumer span under the caller's span, its `http_call` in a client
 //! span under that, and the provider receives the trace. Spans are decoded by the OTLP/HTTP
-//! receiver of the gateway's tests.
+//! receiver of `test-support/otlp-receiver`.
 
-mod common;
-#[path = "../../gateway/tests/common/otlp.rs"]
-mod otlp;
 
 use std::time::Duration;
 
@@ -13,8 +10,8 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use serde_json::json;
 
-use common::*;
-use otlp::{Receiver, attributes, hex};
+use worker_harness::*;
+use otlp_receiver::{Receiver, attributes, hex};
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";

@@ -11,9 +11,6 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use opentelemetry::metrics::{Meter, MeterProvider};
-use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
-use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
 use tokio::sync::Semaphore;
 
 /// Holds every request until the test releases it; counts how many got in.
@@ -106,78 +103,6 @@ pub(crate) async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) 
     panic!("timed out waiting until {what}");
 }
 
-/// An SDK meter whose readings the test can collect.
-pub(crate) struct TestMetrics {
-    provider: SdkMeterProvider,
-    exporter: InMemoryMetricExporter,
-}
-
-impl TestMetrics {
-    pub(crate) fn new() -> Self {
-        let exporter = InMemoryMetricExporter::default();
-        let reader = PeriodicReader::builder(exporter.clone())
-            .with_interval(Duration::from_secs(3600))
-            .build();
-        let provider = SdkMeterProvider::builder().with_reader(reader).build();
-        Self { provider, exporter }
-    }
-
-    pub(crate) fn meter(&self) -> Meter {
-        self.provider.meter("test")
-    }
-
-    /// The latest value of `name` for the data point whose attributes include all of `attrs`.
-    pub(crate) fn value(&self, name: &str, attrs: &[(&str, &str)]) -> Option<f64> {
-        self.exporter.reset();
-        self.provider.force_flush().unwrap();
-        let all = self.exporter.get_finished_metrics().unwrap();
-        let resource = all.last()?;
-        let matches = |kvs: Vec<&opentelemetry::KeyValue>| {
-            attrs.iter().all(|(k, v)| {
-                kvs.iter()
-                    .any(|kv| kv.key.as_str() == *k && kv.value.as_str() == *v)
-            })
-        };
-        for scope in resource.scope_metrics() {
-            for metric in scope.metrics() {
-                if metric.name() != name {
-                    continue;
-                }
-                macro_rules! find {
-                    ($data:expr) => {
-                        match $data {
-                            MetricData::Sum(sum) => {
-                                for p in sum.data_points() {
-                                    if matches(p.attributes().collect()) {
-                                        return Some(p.value() as f64);
-                                    }
-                                }
-                            }
-                            MetricData::Gauge(g) => {
-                                for p in g.data_points() {
-                                    if matches(p.attributes().collect()) {
-                                        return Some(p.value() as f64);
-                                    }
-                                }
-                            }
-                            MetricData::Histogram(h) => {
-                                for p in h.data_points() {
-                                    if matches(p.attributes().collect()) {
-                                        return Some(p.count() as f64);
-                                    }
-                                }
-                            }
-                            _ => {}
-                        }
-                    };
-                }
-                match metric.data() {
-                    AggregatedMetrics::F64(d) => find!(d),
-                    AggregatedMetrics::U64(d) => find!(d),
-                    AggregatedMetrics::I64(d) => find!(d),
-                }
-            }
-        }
-        None
-    }
-}
+/// The in-memory meter every crate's tests share.
+#[allow(unused_imports)]
+pub(crate) use test_meter::TestMeter as TestMetrics;

@@ -51,50 +51,6 @@ pub(crate) fn h2_client() -> HttpClient {
         .build(ConnectDeadline::new(HttpConnector::new()))
 }
 
-/// An SDK meter provider exporting to memory, for asserting on recorded metrics.
-pub(crate) struct TestMetrics {
-    pub provider: opentelemetry_sdk::metrics::SdkMeterProvider,
-    exporter: opentelemetry_sdk::metrics::InMemoryMetricExporter,
-}
-
-impl TestMetrics {
-    pub(crate) fn new() -> Self {
-        let exporter = opentelemetry_sdk::metrics::InMemoryMetricExporter::default();
-        let reader = opentelemetry_sdk::metrics::PeriodicReader::builder(exporter.clone()).build();
-        let provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
-            .with_reader(reader)
-            .build();
-        Self { provider, exporter }
-    }
-
-    pub(crate) fn meter(&self) -> opentelemetry::metrics::Meter {
-        use opentelemetry::metrics::MeterProvider;
-        self.provider.meter("test")
-    }
-
-    /// The current value of a u64 counter for data points carrying `attribute` (or all points).
-    pub(crate) fn counter(&self, name: &str, attribute: Option<(&str, &str)>) -> u64 {
-        use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
-        self.provider.force_flush().unwrap();
-        let batches = self.exporter.get_finished_metrics().unwrap();
-        let Some(last) = batches.last() else { return 0 };
-        let mut total = 0;
-        for scope in last.scope_metrics() {
-            for metric in scope.metrics().filter(|m| m.name() == name) {
-                if let AggregatedMetrics::U64(MetricData::Sum(sum)) = metric.data() {
-                    for point in sum.data_points() {
-                        let matches = attribute.is_none_or(|(k, v)| {
-                            point
-                                .attributes()
-                                .any(|kv| kv.key.as_str() == k && kv.value.as_str() == v)
-                        });
-                        if matches {
-                            total += point.value();
-                        }
-                    }
-                }
-            }
-        }
-        total
-    }
-}
+/// The in-memory meter every crate's tests share.
+#[allow(unused_imports)]
+pub(crate) use test_meter::TestMeter as TestMetrics;

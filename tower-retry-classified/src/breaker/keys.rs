@@ -69,8 +69,8 @@ impl<Req> Keying<Req> for Single {
 }
 
 /// A breaker per key, the key read from each request by a function (see
-/// [`CircuitBreakerLayer::key_fn`](super::CircuitBreakerLayer::key_fn)). Calls without a key,
-/// and keys beyond the first [`max_keys`](super::CircuitBreakerLayer::max_keys), share the
+/// [`CircuitBreakerBuilder::key_fn`](super::CircuitBreakerBuilder::key_fn)). Calls without a key,
+/// and keys beyond the first [`max_keys`](super::CircuitBreakerBuilder::max_keys), share the
 /// layer's own breaker, so that the number of breakers and of their metric series stays
 /// bounded.
 pub struct KeyedBy<F> {

@@ -17,9 +17,6 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use opentelemetry::metrics::MeterProvider;
-use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
-use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tower_retry_classified::ReplayBody;
@@ -190,90 +187,9 @@ impl Body for Chunked {
     }
 }
 
-/// An OpenTelemetry SDK meter whose sums can be read back.
-pub(crate) struct TestMeter {
-    pub provider: SdkMeterProvider,
-    exporter: InMemoryMetricExporter,
-}
-
-impl TestMeter {
-    pub(crate) fn new() -> Self {
-        let exporter = InMemoryMetricExporter::default();
-        let provider = SdkMeterProvider::builder()
-            .with_reader(PeriodicReader::builder(exporter.clone()).build())
-            .build();
-        Self { provider, exporter }
-    }
-
-    pub(crate) fn meter(&self) -> opentelemetry::metrics::Meter {
-        self.provider.meter("test")
-    }
-
-    /// Sum of counter `name` over data points whose attributes include all of `attrs`.
-    pub(crate) fn sum(&self, name: &str, attrs: &[(&str, &str)]) -> u64 {
-        self.provider.force_flush().unwrap();
-        let metrics = self.exporter.get_finished_metrics().unwrap();
-        let Some(last) = metrics.last() else { return 0 };
-        let mut total = 0;
-        for scope in last.scope_metrics() {
-            for metric in scope.metrics() {
-                if metric.name() != name {
-                    continue;
-                }
-                if let AggregatedMetrics::U64(MetricData::Sum(sum)) = metric.data() {
-                    for point in sum.data_points() {
-                        let matches = attrs.iter().all(|(k, v)| {
-                            point
-                                .attributes()
-                                .any(|kv| kv.key.as_str() == *k && kv.value.as_str() == *v)
-                        });
-                        if matches {
-                            total += point.value();
-                        }
-                    }
-                }
-            }
-        }
-        total
-    }
-
-    /// Last value of u64 gauge `name` (0 if absent).
-    pub(crate) fn gauge(&self, name: &str) -> u64 {
-        self.provider.force_flush().unwrap();
-        let metrics = self.exporter.get_finished_metrics().unwrap();
-        let Some(last) = metrics.last() else { return 0 };
-        for scope in last.scope_metrics() {
-            for metric in scope.metrics() {
-                if metric.name() == name {
-                    if let AggregatedMetrics::U64(MetricData::Gauge(g)) = metric.data() {
-                        if let Some(point) = g.data_points().next() {
-                            return point.value();
-                        }
-                    }
-                }
-            }
-        }
-        0
-    }
-
-    /// Number of recordings of histogram `name`.
-    pub(crate) fn histogram_count(&self, name: &str) -> u64 {
-        self.provider.force_flush().unwrap();
-        let metrics = self.exporter.get_finished_metrics().unwrap();
-        let Some(last) = metrics.last() else { return 0 };
-        let mut total = 0;
-        for scope in last.scope_metrics() {
-            for metric in scope.metrics() {
-                if metric.name() == name {
-                    if let AggregatedMetrics::F64(MetricData::Histogram(h)) = metric.data() {
-                        total += h.data_points().map(|p| p.count()).sum::<u64>();
-                    }
-                }
-            }
-        }
-        total
-    }
-}
+/// The in-memory meter every crate's tests share.
+#[allow(unused_imports)]
+pub(crate) use test_meter::TestMeter;
 
 pub(crate) fn is_status(resp: &Response<Incoming>, code: u16) -> bool {
     resp.status() == StatusCode::from_u16(code).unwrap()

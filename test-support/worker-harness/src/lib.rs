@@ -1,7 +1,6 @@
-//! Test harness: a real `nats-server` and the real `worker` binary, each on a free port of
-//! 127.0.0.1 and killed by PID when dropped, plus small helpers (requests, scrapes, providers).
-
-#![allow(dead_code)]
+//! The Worker example's test harness, shared by its tests and its benchmark: a real
+//! `nats-server` and the real `worker` binary, each on a free port of 127.0.0.1 and killed by
+//! PID when dropped, plus small helpers (requests, scrapes, providers).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -95,6 +94,18 @@ pub const ALL_ON: [(&str, &str); 4] = [
     ("CP2_OBSERVABILITY_METRICS_ENABLED", "true"),
 ];
 
+/// The `worker` binary cargo built beside the test or benchmark running this: tests and
+/// benchmarks run from `target/<profile>/deps/`, and cargo builds a package's binaries into
+/// `target/<profile>/` before its tests and benchmarks.
+fn worker_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the running test's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("tests run from target/<profile>/deps");
+    profile_dir.join(format!("worker{}", std::env::consts::EXE_SUFFIX))
+}
+
 pub struct Worker {
     child: Option<Child>,
     /// `http://127.0.0.1:PORT` of its /metrics endpoint.
@@ -110,7 +121,7 @@ impl Worker {
         let dir = temp_dir("worker");
         let fs_root = dir.join("fs");
         let log = dir.join("worker.log");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_worker"));
+        let mut command = Command::new(worker_binary());
         for (key, _) in std::env::vars() {
             if key.starts_with("WORKER_")
                 || key.starts_with("CP2_")

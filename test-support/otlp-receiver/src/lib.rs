@@ -1,6 +1,5 @@
 //! An OTLP/HTTP trace receiver for tests: `POST /v1/traces` with a protobuf body, decoded with
-//! `opentelemetry-proto`, every span kept. Used by the gateway's e2e tests and, by path, the
-//! worker's.
+//! `opentelemetry-proto`, every span kept. Used by the gateway's and the worker's tests.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;

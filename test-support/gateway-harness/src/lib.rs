@@ -1,10 +1,8 @@
-//! Test harness: the real `gateway` binary as a child process, scripted fault-injecting
-//! upstreams, and a small HTTP client. Every child process is killed by PID on drop, so a failing
-//! test leaves nothing behind.
-#![allow(dead_code)]
+//! The gateway example's test harness, shared by its test targets: the real `gateway` binary as
+//! a child process, scripted fault-injecting upstreams, and a small HTTP client. Every child
+//! process is killed by PID on drop, so a failing test leaves nothing behind.
 
 pub mod fault_proxy;
-pub mod promql;
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
@@ -42,9 +40,21 @@ pub const ALL_OFF: &[(&str, &str)] = &[
     ("CP2_OBSERVABILITY_METRICS_ENABLED", "false"),
 ];
 
+/// The `gateway` binary cargo built beside the test running this: tests run from
+/// `target/<profile>/deps/`, and cargo builds a package's binaries into `target/<profile>/`
+/// before its tests.
+fn gateway_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the running test's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("tests run from target/<profile>/deps");
+    profile_dir.join(format!("gateway{}", std::env::consts::EXE_SUFFIX))
+}
+
 /// A `Command` for the gateway binary with a clean environment (no inherited GATEWAY_* or CP2_*).
 pub fn gateway_command() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_gateway"));
+    let mut command = Command::new(gateway_binary());
     for (key, _) in std::env::vars() {
         if key.starts_with("GATEWAY_")
             || key.starts_with("CP2_")

@@ -1,8 +1,5 @@
 //! OTLP/HTTP export of spans: the tracer provider, built only when an endpoint is configured,
 //! and the HTTP client the exporter sends through.
-//!
-//! Shared with `examples/worker` (which includes this file by path), so it names nothing of
-//! either program.
 
 use bytes::Bytes;
 use http::{Request, Response};

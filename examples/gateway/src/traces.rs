@@ -8,11 +8,6 @@
 //! Each request also runs inside a `tracing` span carrying its `trace_id`, so every log line
 //! written while serving it (the gateway's and the layers' events) names the trace.
 
-mod client;
-mod context;
-mod export;
-mod future;
-
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
@@ -23,11 +18,9 @@ use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::SdkTracer;
 use tower::{Layer, Service};
 
-pub use client::ClientSpanLayer;
-pub use export::Traces;
+pub use example_support::traces::{ClientSpanLayer, Traces};
 
-use context::{HeaderExtractor, propagator};
-use future::SpanFuture;
+use example_support::traces::{HeaderExtractor, SpanFuture, propagator};
 
 /// Records the request's deadline on the server span, in the handler (the deadline layer sits
 /// inside the server span's layer, so only code below it knows the budget).
@@ -49,7 +42,7 @@ fn route_of(path: &str) -> Option<&'static str> {
     if crate::dispatch::is_proxied(path) {
         return Some("/v1/{*path}");
     }
-    crate::stack::KNOWN_ROUTES
+    crate::routes::KNOWN_ROUTES
         .iter()
         .copied()
         .find(|route| *route == path)

@@ -1,0 +1,19 @@
+//! The gateway as a library: its binary (`main.rs`), its tests and its fuzz target build on
+//! these modules, compiled once.
+
+pub mod canary;
+pub mod config;
+pub mod demo_provider;
+pub mod dispatch;
+pub mod fault;
+pub mod proxy;
+pub mod routes;
+pub mod routing;
+pub mod serve;
+pub mod stack;
+pub mod traces;
+
+/// Unit tests measure what the settings parsers allocate (`config`'s property test).
+#[cfg(test)]
+#[global_allocator]
+static METER: alloc_meter::Meter = alloc_meter::Meter;
