@@ -107,7 +107,6 @@ impl fmt::Display for Overloaded {
 
 impl std::error::Error for Overloaded {}
 
-
 /// The request waited in the queue for the configured maximum and left without reaching the
 /// inner service.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -11,8 +11,6 @@ use std::task::{Context, Poll, ready};
 #[cfg(feature = "deadline")]
 use std::time::Duration;
 
-use std::marker::PhantomData;
-
 use http::{HeaderName, HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
@@ -309,6 +307,36 @@ where
     }
 }
 
+/// What a response future keeps besides its admission, by mode: nothing in [`ErrorMode`] (its
+/// success path stays as small as the queue without modes), the request's protocol and the
+/// status header to add in [`HttpMode`]. Sealed.
+pub trait QueueMode: sealed::Sealed {
+    /// The mode's part of the response future.
+    #[doc(hidden)]
+    type Answer;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for tower_reliability_core::ErrorMode {}
+    impl Sealed for tower_reliability_core::HttpMode {}
+}
+
+impl QueueMode for ErrorMode {
+    type Answer = ();
+}
+
+impl QueueMode for HttpMode {
+    type Answer = HttpAnswer;
+}
+
+/// HTTP mode's part of a response future: how to answer a rejection, and the status header.
+#[doc(hidden)]
+pub struct HttpAnswer {
+    pub(crate) protocol: Protocol,
+    pub(crate) status: Option<(HeaderName, Arc<Shared>)>,
+}
+
 pin_project! {
     /// Response future of [`BoundedQueue`](crate::BoundedQueue).
     ///
@@ -319,30 +347,21 @@ pin_project! {
     pub struct ResponseFuture<S, Req, M = ErrorMode>
     where
         S: Service<Req>,
+        M: QueueMode,
     {
         #[pin]
         inner: Admit<S, Req>,
-        protocol: Protocol,
-        status: Option<(HeaderName, Arc<Shared>)>,
-        _mode: PhantomData<fn() -> M>,
+        answer: M::Answer,
     }
 }
 
 impl<S, Req, M> ResponseFuture<S, Req, M>
 where
     S: Service<Req>,
+    M: QueueMode,
 {
-    pub(crate) fn new(
-        inner: Admit<S, Req>,
-        protocol: Protocol,
-        status: Option<(HeaderName, Arc<Shared>)>,
-    ) -> Self {
-        Self {
-            inner,
-            protocol,
-            status,
-            _mode: PhantomData,
-        }
+    pub(crate) fn new(inner: Admit<S, Req>, answer: M::Answer) -> Self {
+        Self { inner, answer }
     }
 }
 
@@ -373,9 +392,9 @@ where
         let mut response = match ready!(this.inner.poll(cx)) {
             Ok(Ok(response)) => response.map(ResponseBody::inner),
             Ok(Err(error)) => return Poll::Ready(Err(error)),
-            Err(rejection) => answer(rejection.as_answer(), *this.protocol),
+            Err(rejection) => answer(rejection.as_answer(), this.answer.protocol),
         };
-        if let Some((name, shared)) = this.status.as_ref() {
+        if let Some((name, shared)) = this.answer.status.as_ref() {
             response.headers_mut().insert(
                 name.clone(),
                 HeaderValue::from_static(shared.status().as_str()),
@@ -388,9 +407,16 @@ where
 impl<S, Req, M> std::fmt::Debug for ResponseFuture<S, Req, M>
 where
     S: Service<Req>,
+    M: QueueMode,
 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResponseFuture")
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for HttpAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpAnswer")
             .field("protocol", &self.protocol)
             .finish_non_exhaustive()
     }

@@ -98,7 +98,7 @@ mod trace;
 
 pub use crate::adaptive::Adaptive;
 pub use crate::error::{OverloadReason, Overloaded, QueueTimeout};
-pub use crate::future::ResponseFuture;
+pub use crate::future::{QueueMode, ResponseFuture};
 pub use crate::handle::QueueHandle;
 pub use crate::http::X_OVERLOAD_STATUS;
 pub use crate::layer::{BoundedQueueBuilder, BoundedQueueLayer, Overflow};

@@ -10,7 +10,7 @@ use tower_service::Service;
 
 use crate::BoxError;
 use crate::admission::Shared;
-use crate::future::{Admit, ResponseFuture, is_err};
+use crate::future::{Admit, HttpAnswer, ResponseFuture, is_err};
 use crate::handle::QueueHandle;
 use crate::http::{deadline_of, failed_answer};
 
@@ -110,7 +110,7 @@ where
             crate::current_deadline::<Req>,
             is_err::<S::Response, S::Error>,
         );
-        ResponseFuture::new(admit, Protocol::Http, None)
+        ResponseFuture::new(admit, ())
     }
 }
 
@@ -139,6 +139,6 @@ where
             deadline_of::<ReqBody>,
             failed_answer::<ResBody, S::Error>,
         );
-        ResponseFuture::new(admit, protocol, status)
+        ResponseFuture::new(admit, HttpAnswer { protocol, status })
     }
 }

@@ -17,8 +17,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tower::{BoxError, Service, ServiceExt, service_fn};
 use tower_bounded_queue::{
-    Adaptive, BoundedQueueBuilder, OverloadReason, Overloaded, QueueHandle,
-    X_OVERLOADED,
+    Adaptive, BoundedQueueBuilder, OverloadReason, Overloaded, QueueHandle, X_OVERLOADED,
 };
 use tower_layer::Layer;
 

@@ -9,8 +9,7 @@ use axum::routing::get;
 use common::{Gate, TestMetrics, client, serve, wait_until};
 use http::StatusCode;
 use tower_bounded_queue::{
-    BoundedQueueBuilder, OverloadReason, QueueStatus, X_OVERLOAD_STATUS,
-    X_OVERLOADED,
+    BoundedQueueBuilder, OverloadReason, QueueStatus, X_OVERLOAD_STATUS, X_OVERLOADED,
 };
 
 fn app(gate: &Gate) -> Router {

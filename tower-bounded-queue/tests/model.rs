@@ -12,9 +12,7 @@ use std::task::{Context, Poll, Waker};
 
 use tokio::sync::oneshot;
 use tower::{BoxError, Service, service_fn};
-use tower_bounded_queue::{
-    BoundedQueueBuilder, Overflow, OverloadReason, Overloaded,
-};
+use tower_bounded_queue::{BoundedQueueBuilder, Overflow, OverloadReason, Overloaded};
 use tower_layer::Layer;
 
 #[derive(Clone, Copy, Debug, PartialEq)]

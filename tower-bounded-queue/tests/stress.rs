@@ -12,9 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tower::{Service, service_fn};
-use tower_bounded_queue::{
-    Adaptive, BoundedQueueBuilder, Overflow, QueueHandle,
-};
+use tower_bounded_queue::{Adaptive, BoundedQueueBuilder, Overflow, QueueHandle};
 use tower_layer::Layer;
 
 const CONCURRENCY: usize = 3;

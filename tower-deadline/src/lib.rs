@@ -47,6 +47,26 @@
 //! - [`enforce`] / [`enforce_within`] and [`fs`]: run any future, or a file operation, under the
 //!   current deadline.
 //!
+//! The client side: a hyper-util client whose connects are bounded by the deadline, behind a
+//! layer that sends what is left of it (less a margin for the way back) with each request:
+//!
+//! ```
+//! use std::time::Duration;
+//! use hyper_util::client::legacy::{Client, connect::HttpConnector};
+//! use hyper_util::rt::TokioExecutor;
+//! use tower::ServiceBuilder;
+//! use tower_deadline::{ConnectDeadline, PropagateDeadlineLayer};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let connector = ConnectDeadline::new(HttpConnector::new()).budget(Duration::from_secs(2));
+//! let client: Client<_, String> = Client::builder(TokioExecutor::new()).build(connector);
+//! let upstream = ServiceBuilder::new()
+//!     .layer(PropagateDeadlineLayer::new().margin(Duration::from_millis(20)))
+//!     .service(client);
+//! # let _ = upstream;
+//! # }
+//! ```
+//!
 //! Every error ([`DeadlineExceeded`], [`ConnectTimeout`], [`InvalidDeadlineHeader`]) is a
 //! [`Rejection`](tower_reliability_core::Rejection): a proxy answers any of them, found anywhere
 //! in an error's source chain, with `tower_reliability_core::error_response`.

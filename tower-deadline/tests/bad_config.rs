@@ -44,7 +44,10 @@ async fn caps_are_clamped_to_at_least_one_millisecond_and_saturate_at_the_top() 
         .body(())
         .unwrap();
     let layer = DeadlineLayer::new().http().max(Duration::MAX);
-    assert_eq!(layer.layer(ok()).oneshot(request).await.unwrap().status(), 200);
+    assert_eq!(
+        layer.layer(ok()).oneshot(request).await.unwrap().status(),
+        200
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -5,9 +5,7 @@
 
 use axum::{Router, routing::get};
 use http::HeaderName;
-use tower_metrics_layer::{
-    LabelGuard, MetricsBuilder, prometheus::PrometheusMetrics,
-};
+use tower_metrics_layer::{LabelGuard, MetricsBuilder, prometheus::PrometheusMetrics};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -52,7 +52,24 @@
 //! ([`MetricsBuilder::body_size`]) and request body sizes
 //! ([`MetricsBuilder::request_body_size`]), both counted from the bytes streamed.
 //! [`MetricsLayer::grpc_server`] and [`MetricsLayer::grpc_client`] record the RPC
-//! conventions, [`GenericMetricsLayer`] any `Service<Req>`.
+//! conventions, [`GenericMetricsLayer`] any `Service<Req>`: a duration histogram with an
+//! outcome you name and up to four guarded labels, for a worker's jobs or a queue consumer.
+//!
+//! ```
+//! use tower::ServiceBuilder;
+//! use tower_metrics_layer::{GenericMetricsBuilder, LabelGuard};
+//!
+//! struct Job { tenant: String }
+//! let jobs = GenericMetricsBuilder::<Job, (), std::io::Error>::new(
+//!         &opentelemetry::global::meter("worker"), "worker.job.duration")
+//!     .label("tenant", |job: &Job| Some(job.tenant.as_str()), LabelGuard::allowlist(["acme"]))
+//!     .outcome(|result| if result.is_ok() { "ok" } else { "failed" })
+//!     .build();
+//! let worker = ServiceBuilder::new()
+//!     .layer(jobs)
+//!     .service(tower::service_fn(|_: Job| async { Ok::<(), std::io::Error>(()) }));
+//! # let _ = worker;
+//! ```
 //!
 //! # Cardinality
 //!

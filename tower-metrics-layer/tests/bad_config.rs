@@ -86,7 +86,13 @@ fn absurd_exporter_settings_are_clamped() {
         .filter(|l| l.starts_with("job_duration_bucket") && !l.contains("otel_metric_overflow"))
         .collect();
     assert_eq!(buckets.len(), 3, "0.5, 1 and +Inf: {text}");
-    assert!(buckets[0].contains("le=\"0.5\"") && buckets[0].ends_with(" 0"), "{text}");
-    assert!(buckets[1].contains("le=\"1\"") && buckets[1].ends_with(" 1"), "{text}");
+    assert!(
+        buckets[0].contains("le=\"0.5\"") && buckets[0].ends_with(" 0"),
+        "{text}"
+    );
+    assert!(
+        buckets[1].contains("le=\"1\"") && buckets[1].ends_with(" 1"),
+        "{text}"
+    );
     assert!(text.contains("otel_metric_overflow=\"true\""), "{text}");
 }

@@ -17,8 +17,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 use tower_retry_classified::{
-    Backoff, CircuitBreakerBuilder, CircuitOpen, CircuitState, Jitter,
-    RetryLayer,
+    Backoff, CircuitBreakerBuilder, CircuitOpen, CircuitState, Jitter, RetryLayer,
 };
 
 /// A hyper-util client with no retry layer: the breaker alone.
@@ -319,7 +318,9 @@ async fn the_retry_layer_does_not_retry_a_refusal_in_error_mode() {
 /// 200, 503 and says after how many calls it opened (0: never). The share of failures is 1/4
 /// after 4 calls, then 1/5, 2/6, 2/7, 3/8.
 async fn opens_after(ratio: f64) -> usize {
-    let script = [200, 200, 200, 503, 200, 503, 200, 503].map(status).to_vec();
+    let script = [200, 200, 200, 503, 200, 503, 200, 503]
+        .map(status)
+        .to_vec();
     let upstream = Upstream::start(script).await;
     let layer = CircuitBreakerBuilder::new()
         .min_volume(4)

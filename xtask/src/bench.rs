@@ -131,7 +131,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let worker = format!(
         "\n## 9. Worker: jobs through examples/worker\n\n\
          Bench client, nats-server and the worker (release) share the 2 cores; trivial jobs are one \
-         `sleep 0` step with 64 in flight, best of 2 x 5 s per side; the Wave 2 row paces 200 jobs/s \
+         `sleep 0` step with 64 in flight, best of 2 x 5 s per side; the paced row sends 200 jobs/s \
          for 10 s (`cargo bench -p worker --bench jobs`).\n\n{}\n",
         output.trim_end()
     );

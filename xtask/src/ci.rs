@@ -6,8 +6,9 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     if let Some(unknown) = args.first() {
         return Err(format!("`ci` takes no arguments, got `{unknown}`"));
     }
-    // Reads sources only, so it runs in milliseconds: first.
+    // Read sources only, so they fail fastest: first.
     crate::circles::run(&[])?;
+    links()?;
     let cargo = cargo();
     step("fmt", &cargo, &["fmt", "--all", "--check"], &[])?;
     step(
@@ -81,32 +82,56 @@ fn features() -> Result<(), String> {
     step("features", &cargo, &args, &[])
 }
 
-/// Packages (and verifies by building) every publishable crate; cargo orders dependent crates.
-/// Every `publish = false` member is excluded: examples, xtask and test support are never
-/// published, and their path-only dependencies cannot be packaged.
+/// mdlinkcheck's version: a kept, offline checker of relative Markdown links and `#anchors`
+/// (GitHub's heading-anchor rules), from PyPI. External URLs are not fetched: CI has no network
+/// but the registries, and a site that is down is no reason to fail a build.
+const MDLINKCHECK: &str = "mdlinkcheck==0.2.0";
+
+/// Fails on any Markdown link to a file or anchor that does not exist in the repository
+/// (rustdoc's own lints check the links in doc comments, in the `doc` step). The checker is
+/// installed once into a virtual environment under `target/`.
+fn links() -> Result<(), String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .ok_or("xtask has no parent directory")?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let venv = target.join("tools/mdlinkcheck");
+    let checker = venv.join("bin/mdlinkcheck");
+    if !checker.exists() {
+        let venv_arg = venv.display().to_string();
+        step(
+            "install mdlinkcheck",
+            "python3",
+            &["-m", "venv", &venv_arg],
+            &[],
+        )?;
+        let pip = venv.join("bin/pip").display().to_string();
+        step(
+            "install mdlinkcheck",
+            &pip,
+            &[
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                MDLINKCHECK,
+            ],
+            &[],
+        )?;
+    }
+    let checker = checker.display().to_string();
+    let root = root.display().to_string();
+    step("links", &checker, &[&root], &[])
+}
+
+/// Packages (and verifies by building) every publishable crate: the libraries, named one by
+/// one, so that no `publish = false` member (examples, xtask, test support, whose path-only
+/// dependencies cannot be packaged) is ever tried. Cargo orders dependent crates.
 pub(crate) fn package() -> Result<(), String> {
-    step(
-        "package",
-        &cargo(),
-        &[
-            "package",
-            "--workspace",
-            "--exclude",
-            "xtask",
-            "--exclude",
-            "xtask-bench",
-            "--exclude",
-            "gateway",
-            "--exclude",
-            "grpc-example",
-            "--exclude",
-            "worker",
-            "--exclude",
-            "alloc-meter",
-            "--exclude",
-            "event-log",
-            "--allow-dirty",
-        ],
-        &[],
-    )
+    let mut args = vec!["package", "--allow-dirty"];
+    for library in LIBRARIES {
+        args.extend(["-p", library]);
+    }
+    step("package", &cargo(), &args, &[])
 }

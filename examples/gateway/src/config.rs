@@ -135,10 +135,6 @@ pub struct Args {
     )]
     pub demo_failure_rate: String,
 
-
-
-
-
     /// A circuit breaker per provider (`tower-retry-classified`); true or false.
     #[arg(
         long,
@@ -173,7 +169,6 @@ pub struct Args {
         default_value = "false"
     )]
     pub fault_headers: String,
-
 
     /// The feature flags and the tenant allowlist, shared with the other example.
     #[command(flatten)]
@@ -272,8 +267,6 @@ pub struct Settings {
     pub circuit_breaker: bool,
 }
 
-
-
 /// A CP2 flag: on or off for every request, or on for a whole-number share of them (`10%`).
 pub fn parse_rollout(setting: &'static str, value: &str) -> Result<u8, ConfigError> {
     let v = value.trim();
@@ -292,9 +285,6 @@ pub fn parse_rollout(setting: &'static str, value: &str) -> Result<u8, ConfigErr
 }
 
 const ROLLOUT_EXPECTED: &str = "true/1/yes, false/0/no, or a share from 0% to 100%";
-
-
-
 
 fn parse_percent(setting: &'static str, value: &str) -> Result<f64, ConfigError> {
     match value.trim().parse::<f64>() {
@@ -534,7 +524,8 @@ impl Settings {
                 &args.cp2_circuit_breaker_enabled,
             )?,
             tenant_allowlist: args
-                .flags.metrics_tenant_label_allowlist
+                .flags
+                .metrics_tenant_label_allowlist
                 .split(',')
                 .map(str::trim)
                 .filter(|t| !t.is_empty())

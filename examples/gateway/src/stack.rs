@@ -32,23 +32,21 @@ use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::trace::SdkTracer;
 use tower::util::MapRequestLayer;
 use tower::{BoxError, Service, ServiceBuilder};
-use tower_bounded_queue::{
-    BoundedQueueBuilder, QueueHandle, QueueStatus, X_OVERLOAD_STATUS,
-};
+use tower_bounded_queue::{BoundedQueueBuilder, QueueHandle, QueueStatus, X_OVERLOAD_STATUS};
 use tower_deadline::{ConnectDeadline, DeadlineLayer, PropagateDeadlineLayer};
-use tower_reliability_core::optional;
 use tower_metrics_layer::prometheus::PrometheusMetrics;
 use tower_metrics_layer::{LabelGuard, MetricsBuilder, RequestHead};
+use tower_reliability_core::optional;
 use tower_retry_classified::{
     Backoff, CircuitBreakerBuilder, CircuitBreakerLayer, ReplayBody, RetryLayer,
 };
 
-use crate::routes::{HEALTHZ, KNOWN_ROUTES, METRICS, PROXY_ROUTE, READYZ};
 use crate::canary::{Mode, Side, TENANT};
 use crate::config::{Settings, Upstream};
 use crate::dispatch::{ProxyFirst, is_proxied};
 use crate::fault::FaultLayer;
 use crate::proxy::{self, Gateway, Provider};
+use crate::routes::{HEALTHZ, KNOWN_ROUTES, METRICS, PROXY_ROUTE, READYZ};
 use crate::routing;
 use crate::traces::{ClientSpanLayer, ServerSpanLayer};
 

@@ -65,11 +65,7 @@ fn queries(dashboard: &Json) -> Vec<Query> {
             let title = panel.get("title").and_then(Json::as_str).unwrap_or("");
             if panel.get("type").and_then(Json::as_str) == Some("row") {
                 *row = title.to_string();
-                walk(
-                    panel.get("panels").map(items).unwrap_or(&[]),
-                    row,
-                    out,
-                );
+                walk(panel.get("panels").map(items).unwrap_or(&[]), row, out);
                 continue;
             }
             for target in panel.get("targets").map(items).unwrap_or(&[]) {
@@ -538,10 +534,7 @@ async fn every_panel_returns_data_from_a_gateway_under_load() {
         "sum by (where) (tower_deadline_exceeded_total)",
         "max_over_time(tower_queue_status[1m])",
     ] {
-        let result = prometheus
-            .query(promql)
-            .await
-            .unwrap_or(Json::Null);
+        let result = prometheus.query(promql).await.unwrap_or(Json::Null);
         let samples: Vec<String> = items(&result)
             .iter()
             .map(|s| {

@@ -16,8 +16,8 @@ use tower::util::BoxCloneSyncService;
 use tower::{BoxError, ServiceBuilder};
 use tower_bounded_queue::{BoundedQueueBuilder, BoundedQueueLayer};
 use tower_deadline::{DeadlineLayer, PropagateDeadlineLayer};
-use tower_reliability_core::HttpMode;
 use tower_metrics_layer::MetricsLayer;
+use tower_reliability_core::HttpMode;
 use tower_retry_classified::{Backoff, HttpClassifier, ReplayBody, RetryLayer};
 
 /// How one hop is set up.

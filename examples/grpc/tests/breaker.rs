@@ -47,9 +47,8 @@ async fn an_open_breaker_answers_a_tonic_client_with_unavailable_and_pushback() 
         .service(router);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, tower::make::Shared::new(service)).await
-    });
+    let server =
+        tokio::spawn(async move { axum::serve(listener, tower::make::Shared::new(service)).await });
     let channel = Channel::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()

@@ -185,7 +185,10 @@ mod tests {
     fn the_grammar() {
         assert_eq!(parse_flag("X", " Yes "), Ok(true));
         assert_eq!(parse_flag("X", "0"), Ok(false));
-        assert_eq!(parse_millis("X", "250", 1, 1000), Ok(Duration::from_millis(250)));
+        assert_eq!(
+            parse_millis("X", "250", 1, 1000),
+            Ok(Duration::from_millis(250))
+        );
         assert!(parse_millis("X", "1001", 1, 1000).is_err());
     }
 }

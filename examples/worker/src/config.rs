@@ -116,11 +116,6 @@ pub struct Args {
     #[arg(long, allow_hyphen_values = true, env = "WORKER_FS_ROOT")]
     pub fs_root: Option<String>,
 
-
-
-
-
-
     /// The feature flags and the tenant allowlist, shared with the other example.
     #[command(flatten)]
     pub flags: example_support::settings::FeatureFlags,
@@ -160,12 +155,6 @@ pub struct Settings {
     pub flags: Flags,
     pub tenant_allowlist: Vec<String>,
 }
-
-
-
-/// The flag grammar: true/1/yes and false/0/no in any case, surrounding blanks ignored.
-
-
 
 /// A NATS subject or queue group: non-empty, no blanks, no wildcard.
 fn parse_token(setting: &'static str, value: &str) -> Result<String, ConfigError> {
@@ -264,7 +253,8 @@ impl Settings {
             None => std::env::temp_dir().join("worker-fs"),
         };
         let tenant_allowlist = args
-            .flags.metrics_tenant_label_allowlist
+            .flags
+            .metrics_tenant_label_allowlist
             .split(',')
             .map(str::trim)
             .filter(|t| !t.is_empty())

@@ -22,8 +22,8 @@ use tokio_util::task::TaskTracker;
 use tower_metrics_layer::prometheus::PrometheusMetrics;
 
 use crate::config::{Args, Settings};
-use example_support::settings::{EXIT_INVALID, parse_args};
 use crate::dispatch::Dispatcher;
+use example_support::settings::{EXIT_INVALID, parse_args};
 
 fn main() -> ExitCode {
     let args: Args = match parse_args("worker") {

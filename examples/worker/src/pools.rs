@@ -18,13 +18,9 @@ use opentelemetry::metrics::Meter;
 use opentelemetry_sdk::trace::SdkTracer;
 use tower::util::Either;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
-use tower_bounded_queue::{
-    BoundedQueue, BoundedQueueBuilder, Overloaded, QueueHandle,
-};
+use tower_bounded_queue::{BoundedQueue, BoundedQueueBuilder, Overloaded, QueueHandle};
 use tower_deadline::DeadlineExceeded;
-use tower_metrics_layer::{
-    GenericMetricsBuilder, GenericMetricsService, LabelGuard,
-};
+use tower_metrics_layer::{GenericMetricsBuilder, GenericMetricsService, LabelGuard};
 
 use crate::config::Settings;
 use crate::job::{Job, Reply, STEP_KINDS, Status, StepReport};

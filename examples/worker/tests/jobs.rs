@@ -1,7 +1,6 @@
 //! End to end: a real nats-server, the real worker binary, jobs by NATS request-reply.
 //! Every test checks that the number of outcomes equals the number of jobs sent.
 
-
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;

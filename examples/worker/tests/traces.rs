@@ -3,15 +3,14 @@
 //! span under that, and the provider receives the trace. Spans are decoded by the OTLP/HTTP
 //! receiver of `test-support/otlp-receiver`.
 
-
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use serde_json::json;
 
-use worker_harness::*;
 use otlp_receiver::{Receiver, attributes, hex};
+use worker_harness::*;
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";

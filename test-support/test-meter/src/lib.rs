@@ -80,7 +80,10 @@ impl TestMeter {
     pub fn points(&self, name: &str) -> Vec<Point> {
         self.exporter.reset();
         self.provider.force_flush().expect("flush the test meter");
-        let batches = self.exporter.get_finished_metrics().expect("exported metrics");
+        let batches = self
+            .exporter
+            .get_finished_metrics()
+            .expect("exported metrics");
         let Some(last) = batches.last() else {
             return Vec::new();
         };

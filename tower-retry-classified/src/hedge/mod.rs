@@ -355,8 +355,18 @@ mod tests {
     fn settings_are_clamped_whatever_their_order() {
         let nan = HedgeBuilder::for_http().percentile(f64::NAN, Duration::ZERO);
         assert_eq!(nan.percentile, DEFAULT_PERCENTILE);
-        assert_eq!(HedgeBuilder::for_http().percentile(2.0, Duration::ZERO).percentile, 0.999);
-        assert_eq!(HedgeBuilder::for_http().percentile(0.1, Duration::ZERO).percentile, 0.5);
+        assert_eq!(
+            HedgeBuilder::for_http()
+                .percentile(2.0, Duration::ZERO)
+                .percentile,
+            0.999
+        );
+        assert_eq!(
+            HedgeBuilder::for_http()
+                .percentile(0.1, Duration::ZERO)
+                .percentile,
+            0.5
+        );
         let zero = HedgeBuilder::for_http().delay(Duration::ZERO);
         assert_eq!(zero.fixed, Some(Duration::from_millis(1)));
         // A percentile set after a fixed delay replaces it, and the other way round.
@@ -376,6 +386,9 @@ mod tests {
         let layer = builder.build();
         let clone = layer.clone();
         assert!(Arc::ptr_eq(&layer.config, &clone.config));
-        assert!(!Arc::ptr_eq(&layer.config, &HedgeBuilder::for_http().build().config));
+        assert!(!Arc::ptr_eq(
+            &layer.config,
+            &HedgeBuilder::for_http().build().config
+        ));
     }
 }

@@ -744,7 +744,7 @@ async fn retry_efficiency(
     Ok(())
 }
 
-/// The brief's "100% of operations respect timeouts", as a figure: requests with deadlines
+/// "100% of operations respect timeouts", as a figure: requests with deadlines
 /// drawn from 50 ms to 2 s into an upstream with faults (slow answers past most deadlines,
 /// 503s, resets, answers that never come), through the gateway with every flag on and with
 /// every flag off.

@@ -1,22 +1,21 @@
-//! `cargo xtask cardinality URL [--max-series N] [--max-values-per-label N]`: the brief's label
-//! cardinality check. Scrapes a `/metrics` endpoint, prints the series of each metric and the
+//! `xtask-demo cardinality URL [--max-series N] [--max-values-per-label N]` (`cargo xtask
+//! cardinality ...`): the brief's label cardinality check. Scrapes a `/metrics` endpoint, prints the series of each metric and the
 //! distinct values of each label, and fails when either passes its limit, so a label that
 //! lets ids, paths or tenants through is caught before Prometheus pays for it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::net::{SocketAddr, ToSocketAddrs};
 
 use crate::exposition::parse_metrics;
-use crate::http1::http_get;
+use crate::setup::{http_client, http_get, runtime};
 
 /// What one metric or one label may reach before the check fails.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Limits {
+pub struct Limits {
     /// Series of one metric name (each `_bucket`, `_sum` and `_count` counts on its own).
-    pub(crate) max_series: usize,
+    pub max_series: usize,
     /// Distinct values of one label across all metrics.
-    pub(crate) max_values_per_label: usize,
+    pub max_values_per_label: usize,
 }
 
 impl Default for Limits {
@@ -33,13 +32,13 @@ impl Default for Limits {
 
 /// Series per metric and values per label of one scrape.
 #[derive(Debug, Default)]
-pub(crate) struct Report {
-    pub(crate) series: BTreeMap<String, usize>,
-    pub(crate) values: BTreeMap<String, BTreeSet<String>>,
+pub struct Report {
+    pub series: BTreeMap<String, usize>,
+    pub values: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl Report {
-    pub(crate) fn of(text: &str) -> Report {
+    pub fn of(text: &str) -> Report {
         let mut report = Report::default();
         for sample in parse_metrics(text) {
             for (label, value) in sample.pairs() {
@@ -51,7 +50,7 @@ impl Report {
     }
 
     /// Every limit passed, one line each; empty when within limits.
-    pub(crate) fn breaches(&self, limits: Limits) -> Vec<String> {
+    pub fn breaches(&self, limits: Limits) -> Vec<String> {
         let series = self
             .series
             .iter()
@@ -72,7 +71,7 @@ impl Report {
     }
 
     /// Two tables, largest first: series per metric, values per label.
-    pub(crate) fn table(&self) -> String {
+    pub fn table(&self) -> String {
         let mut out = String::from("| metric | series |\n|---|---|\n");
         let mut series: Vec<_> = self.series.iter().collect();
         series.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
@@ -95,25 +94,23 @@ impl Report {
     }
 }
 
-/// Scrapes `url` (`http://host:port/path`).
-pub(crate) fn scrape(url: &str) -> Result<Report, String> {
+/// Scrapes `url` (`http://host:port/path`; `/metrics` when it has no path).
+pub async fn scrape(url: &str) -> Result<Report, String> {
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| format!("`{url}`: only http:// URLs"))?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/metrics"),
+    let url = if rest.contains('/') {
+        url.to_string()
+    } else {
+        format!("{url}/metrics")
     };
-    let addr: SocketAddr = authority
-        .to_socket_addrs()
-        .map_err(|e| format!("`{authority}`: {e}"))?
-        .next()
-        .ok_or_else(|| format!("`{authority}` resolves to no address"))?;
-    let text = http_get(addr, path).map_err(|e| format!("GET {url}: {e}"))?;
+    let text = http_get(&http_client(), &url)
+        .await
+        .map_err(|e| format!("GET {url}: {e}"))?;
     Ok(Report::of(&text))
 }
 
-pub(crate) fn run(args: &[String]) -> Result<(), String> {
+pub fn run(args: &[String]) -> Result<(), String> {
     let mut url = None;
     let mut limits = Limits::default();
     let mut args = args.iter();
@@ -134,7 +131,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     }
     let url = url
         .ok_or("usage: cargo xtask cardinality URL [--max-series N] [--max-values-per-label N]")?;
-    let report = scrape(&url)?;
+    let report = runtime()?.block_on(scrape(&url))?;
     print!("{}", report.table());
     let breaches = report.breaches(limits);
     if breaches.is_empty() {

@@ -1,22 +1,28 @@
-//! The Prometheus text exposition format, read into samples: what the demo summarises and the
+//! The Prometheus text exposition format, read into samples: what the demos summarise and the
 //! cardinality check counts.
+//!
+//! Read here rather than by a crate: the `prometheus` crate only writes text, and
+//! `prometheus-parse` 0.2.5 (its regex takes a label set up to the first `}`) drops every series
+//! of the gateway's `http_route="/v1/{*path}"`, splits label values at `,` and `=`, and keeps
+//! their escapes.
 
 /// One sample: metric name, labels as written, value.
-pub(crate) struct Sample {
-    pub(crate) name: String,
-    pub(crate) labels: String,
-    pub(crate) value: f64,
+#[derive(Debug)]
+pub struct Sample {
+    pub name: String,
+    pub labels: String,
+    pub value: f64,
 }
 
 impl Sample {
-    pub(crate) fn label(&self, key: &str) -> Option<&str> {
+    pub fn label(&self, key: &str) -> Option<&str> {
         let start = self.labels.find(&format!("{key}=\""))? + key.len() + 2;
         let end = self.labels[start..].find('"')? + start;
         Some(&self.labels[start..end])
     }
 
     /// Every label as (name, value), escapes (`\"`, `\\`, `\n`) undone.
-    pub(crate) fn pairs(&self) -> Vec<(String, String)> {
+    pub fn pairs(&self) -> Vec<(String, String)> {
         let inner = self
             .labels
             .trim()
@@ -52,7 +58,7 @@ impl Sample {
     }
 }
 
-pub(crate) fn parse_metrics(text: &str) -> Vec<Sample> {
+pub fn parse_metrics(text: &str) -> Vec<Sample> {
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .filter_map(|line| {

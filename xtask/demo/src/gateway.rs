@@ -1,23 +1,27 @@
-//! `cargo xtask demo`: the gateway with all four layers on, under load, explained by its own
-//! metrics.
+//! `xtask-demo gateway` (`cargo xtask demo`): the gateway with all four layers on, under load,
+//! explained by its own metrics.
 //!
-//! Builds the gateway, starts it with its embedded demo provider (20% of calls fail with 503,
-//! 5% are slow), drives keep-alive HTTP/1.1 load from plain threads with a live progress line,
-//! then prints a summary read from the gateway's `/metrics` and a bar chart of its latency
-//! histogram. Dependency-free on purpose: std's `TcpStream` is all the client a demo needs.
+//! Starts the gateway (built beside this binary) with its embedded demo provider (20% of calls
+//! fail with 503, 5% are slow), drives keep-alive HTTP/1.1 load from tokio tasks through
+//! hyper-util's client with a live progress line, then prints a summary read from the gateway's
+//! `/metrics` and a bar chart of its latency histogram.
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::demo_setup::{ChildProcess, Options, listening_addr};
+use http::Request;
+use http_body_util::Empty;
+
 use crate::exposition::{Sample, parse_metrics};
-use crate::http1::{Connection, http_get};
+use crate::setup::{
+    ChildProcess, HttpClient, Options, exchange, http_client, http_get, listening_addr, runtime,
+    sibling_binary,
+};
 
 /// Closed-loop clients; more than the gateway admits (16 running + 32 waiting), so the queue
 /// has something to reject.
@@ -28,24 +32,8 @@ const TIGHT_DEADLINE_MS: u64 = 300;
 /// The route every proxied request is recorded under.
 const ROUTE: &str = "http_route=\"/v1/{*path}\"";
 
-pub(crate) fn run(options: &Options) -> Result<(), String> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(PathBuf::from)
-        .ok_or("xtask has no parent directory")?;
-    let cargo = crate::cargo();
-    let mut build = vec!["build", "--quiet", "-p", "gateway"];
-    if options.release {
-        build.push("--release");
-    }
-    crate::step("build gateway", &cargo, &build, &[])?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let binary = target
-        .join(if options.release { "release" } else { "debug" })
-        .join(format!("gateway{}", std::env::consts::EXE_SUFFIX));
-
+pub fn run(options: &Options) -> Result<(), String> {
+    let binary = sibling_binary("gateway", options.release)?;
     let mut gateway = ChildProcess(
         Command::new(&binary)
             .envs([
@@ -80,23 +68,7 @@ pub(crate) fn run(options: &Options) -> Result<(), String> {
         options.duration.as_secs()
     );
 
-    let stats = Arc::new(Stats::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let workers: Vec<_> = (0..CLIENTS)
-        .map(|n| {
-            let (stats, stop) = (Arc::clone(&stats), Arc::clone(&stop));
-            std::thread::spawn(move || client_loop(n as u64, addr, &stats, &stop))
-        })
-        .collect();
-    progress(addr, &stats, options.duration);
-    stop.store(true, Ordering::Relaxed);
-    for worker in workers {
-        let _ = worker.join();
-    }
-
-    let metrics = http_get(addr, "/metrics").map_err(|e| format!("scraping /metrics: {e}"))?;
-    let samples = parse_metrics(&metrics);
-    summary(&stats, &samples, options.duration);
+    runtime()?.block_on(drive(addr, options.duration))?;
 
     if options.wait {
         println!("\nThe gateway is still running:");
@@ -107,6 +79,31 @@ pub(crate) fn run(options: &Options) -> Result<(), String> {
         let _ = std::io::stdout().flush();
         let _ = gateway.0.wait();
     }
+    Ok(())
+}
+
+/// The load, its progress lines, then the summary from `/metrics`.
+async fn drive(addr: SocketAddr, duration: Duration) -> Result<(), String> {
+    let client = http_client();
+    let stats = Arc::new(Stats::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..CLIENTS)
+        .map(|n| {
+            let (client, stats, stop) = (client.clone(), Arc::clone(&stats), Arc::clone(&stop));
+            tokio::spawn(async move { client_loop(n as u64, &client, addr, &stats, &stop).await })
+        })
+        .collect();
+    progress(&client, addr, &stats, duration).await;
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        let _ = worker.await;
+    }
+
+    let metrics = http_get(&client, &format!("http://{addr}/metrics"))
+        .await
+        .map_err(|e| format!("scraping /metrics: {e}"))?;
+    let samples = parse_metrics(&metrics);
+    summary(&stats, &samples, duration);
     Ok(())
 }
 
@@ -123,36 +120,27 @@ struct Stats {
     window: Mutex<Vec<u64>>,
 }
 
-fn client_loop(n: u64, addr: SocketAddr, stats: &Stats, stop: &AtomicBool) {
+async fn client_loop(
+    n: u64,
+    client: &HttpClient,
+    addr: SocketAddr,
+    stats: &Stats,
+    stop: &AtomicBool,
+) {
     let tenants = ["acme", "globex", "initech"];
-    let mut connection: Option<Connection> = None;
     let mut i = n;
     while !stop.load(Ordering::Relaxed) {
         i += CLIENTS as u64;
-        let conn = match connection.as_mut() {
-            Some(conn) => conn,
-            None => match Connection::open(addr) {
-                Ok(conn) => connection.insert(conn),
-                Err(_) => {
-                    stats.io_errors.fetch_add(1, Ordering::Relaxed);
-                    std::thread::sleep(Duration::from_millis(100));
-                    continue;
-                }
-            },
-        };
-        let deadline = if i % TIGHT_DEADLINE_EVERY == 0 {
-            format!("x-request-timeout-ms: {TIGHT_DEADLINE_MS}\r\n")
-        } else {
-            String::new()
-        };
-        let request = format!(
-            "GET /v1/chat/completions?n={i} HTTP/1.1\r\nhost: {addr}\r\nx-tenant-id: {}\r\n{deadline}\r\n",
-            tenants[(i % 3) as usize]
-        );
+        let mut request = Request::get(format!("http://{addr}/v1/chat/completions?n={i}"))
+            .header("x-tenant-id", tenants[(i % 3) as usize]);
+        if i % TIGHT_DEADLINE_EVERY == 0 {
+            request = request.header("x-request-timeout-ms", TIGHT_DEADLINE_MS);
+        }
+        let request = request.body(Empty::new()).expect("a valid request");
         let started = Instant::now();
         stats.sent.fetch_add(1, Ordering::Relaxed);
-        match conn.exchange(request.as_bytes()) {
-            Ok((status, body, close)) => {
+        match exchange(client, request).await {
+            Ok((status, body)) => {
                 let micros = started.elapsed().as_micros() as u64;
                 stats.window.lock().unwrap().push(micros);
                 let counter = match status {
@@ -163,30 +151,30 @@ fn client_loop(n: u64, addr: SocketAddr, stats: &Stats, stop: &AtomicBool) {
                     _ => &stats.other,
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
-                if close {
-                    connection = None;
-                }
                 if status == 503 && body.starts_with(b"overloaded") {
                     // Like a polite client: back off a little before trying again.
-                    std::thread::sleep(Duration::from_millis(200));
+                    tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
-            Err(_) => {
+            Err((_, connect)) => {
                 stats.io_errors.fetch_add(1, Ordering::Relaxed);
-                connection = None;
+                if connect {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
             }
         }
     }
 }
 
 /// One line per second: throughput, outcomes, retries (from /metrics) and the client-side p99.
-fn progress(addr: SocketAddr, stats: &Stats, duration: Duration) {
+async fn progress(client: &HttpClient, addr: SocketAddr, stats: &Stats, duration: Duration) {
     let tty = std::io::stdout().is_terminal();
     let started = Instant::now();
     let mut last_sent = 0;
     let mut tick = Instant::now();
     while started.elapsed() < duration {
-        std::thread::sleep(Duration::from_secs(1).min(duration.saturating_sub(started.elapsed())));
+        tokio::time::sleep(Duration::from_secs(1).min(duration.saturating_sub(started.elapsed())))
+            .await;
         let sent = stats.sent.load(Ordering::Relaxed);
         let per_second = (sent - last_sent) as f64 / tick.elapsed().as_secs_f64();
         last_sent = sent;
@@ -197,7 +185,8 @@ fn progress(addr: SocketAddr, stats: &Stats, duration: Duration) {
             .get((window.len() as f64 * 0.99) as usize)
             .or(window.last())
             .map_or(0.0, |&us| us as f64 / 1000.0);
-        let retried = http_get(addr, "/metrics")
+        let retried = http_get(client, &format!("http://{addr}/metrics"))
+            .await
             .map(|text| retries(&parse_metrics(&text)))
             .unwrap_or(0.0);
         let line = format!(

@@ -1,5 +1,5 @@
-//! `cargo xtask demo --worker`: the Worker example with all four layers on, fed jobs over NATS,
-//! explained by its own metrics.
+//! `xtask-demo worker` (`cargo xtask demo --worker`, feature `worker`): the Worker example with
+//! all four layers on, fed jobs over NATS (async-nats), explained by its own metrics.
 //!
 //! Starts Debian's `nats-server` on a free loopback port and the worker against it, then sends
 //! rounds of jobs by request-reply: jobs that succeed (a file written and read back, a short
@@ -11,14 +11,16 @@
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::demo_setup::{ChildProcess, Options, listening_addr};
+use async_nats::{HeaderMap, StatusCode};
+use futures_util::StreamExt;
+
 use crate::exposition::parse_metrics;
-use crate::http1::http_get;
-use crate::nats_client::NatsClient;
+use crate::setup::{
+    ChildProcess, Options, http_client, http_get, listening_addr, runtime, sibling_binary,
+};
 
 /// The worker's pools: the default `cpu` and `io`, and a `gpu` pool small enough for a burst to
 /// fill (1 running, 4 waiting).
@@ -47,19 +49,8 @@ impl Kind {
     }
 }
 
-pub(crate) fn run(options: &Options, root: &Path) -> Result<(), String> {
-    let cargo = crate::cargo();
-    let mut build = vec!["build", "--quiet", "-p", "worker"];
-    if options.release {
-        build.push("--release");
-    }
-    crate::step("build worker", &cargo, &build, &[])?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let binary = target
-        .join(if options.release { "release" } else { "debug" })
-        .join(format!("worker{}", std::env::consts::EXE_SUFFIX));
+pub fn run(options: &Options) -> Result<(), String> {
+    let binary = sibling_binary("worker", options.release)?;
 
     let nats_port = free_port()?;
     let _nats = ChildProcess(
@@ -110,46 +101,79 @@ pub(crate) fn run(options: &Options, root: &Path) -> Result<(), String> {
         options.duration.as_secs()
     );
 
-    let mut client =
-        NatsClient::connect(nats_addr).map_err(|e| format!("connecting to nats-server: {e}"))?;
-    client
-        .subscribe("_INBOX.demo.*", 1)
+    runtime()?.block_on(drive(
+        nats_addr,
+        metrics_addr,
+        &dead_provider,
+        options.duration,
+    ))?;
+
+    let _ = std::fs::remove_dir_all(&fs_root);
+    if options.wait {
+        println!("\nThe worker is still running:");
+        println!("  jobs     nats://{nats_addr}, subject `jobs` (request-reply)");
+        println!("  metrics  http://{metrics_addr}/metrics");
+        println!("  health   http://{metrics_addr}/healthz, http://{metrics_addr}/readyz");
+        println!("Ctrl-C to stop (nats-server and the worker stop with this command).");
+        let _ = std::io::stdout().flush();
+        let _ = worker.0.wait();
+    }
+    Ok(())
+}
+
+/// The rounds of jobs, their replies by status, then the worker's `/metrics` about them.
+async fn drive(
+    nats_addr: SocketAddr,
+    metrics_addr: SocketAddr,
+    dead_provider: &str,
+    duration: Duration,
+) -> Result<(), String> {
+    let client = async_nats::ConnectOptions::new()
+        .name("xtask-demo")
+        .connection_timeout(Duration::from_secs(5))
+        .connect(format!("nats://{nats_addr}"))
+        .await
+        .map_err(|e| format!("connecting to nats-server: {e}"))?;
+    let mut inbox = client
+        .subscribe("_INBOX.demo.*")
+        .await
         .map_err(|e| format!("subscribing: {e}"))?;
     let mut replies: BTreeMap<(Kind, String), u64> = BTreeMap::new();
     let mut sent = 0u64;
     let mut lost = 0u64;
     let started = Instant::now();
     let mut round = 0u64;
-    while started.elapsed() < options.duration {
+    while started.elapsed() < duration {
         let round_started = Instant::now();
-        let jobs = round_of_jobs(round, &dead_provider);
+        let jobs = round_of_jobs(round, dead_provider);
         let mut waiting: BTreeMap<String, Kind> = BTreeMap::new();
-        for (kind, headers, job) in &jobs {
-            let inbox = format!("_INBOX.demo.{sent}");
-            let headers: Vec<(&str, &str)> =
-                headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        for (kind, headers, job) in jobs {
+            let reply_to = format!("_INBOX.demo.{sent}");
+            let mut header_map = HeaderMap::new();
+            for (name, value) in headers {
+                header_map.insert(name, value);
+            }
             client
-                .request("jobs", &inbox, &headers, job.as_bytes())
+                .publish_with_reply_and_headers("jobs", reply_to.clone(), header_map, job.into())
+                .await
                 .map_err(|e| format!("publishing a job: {e}"))?;
-            waiting.insert(inbox, *kind);
+            waiting.insert(reply_to, kind);
             sent += 1;
         }
-        let deadline = Instant::now() + ROUND_REPLIES_WITHIN;
+        client
+            .flush()
+            .await
+            .map_err(|e| format!("publishing jobs: {e}"))?;
+        let deadline = tokio::time::Instant::now() + ROUND_REPLIES_WITHIN;
         while !waiting.is_empty() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            let Some(message) = client
-                .next(left)
-                .map_err(|e| format!("reading replies: {e}"))?
-            else {
+            let Ok(message) = tokio::time::timeout_at(deadline, inbox.next()).await else {
                 break;
             };
-            let Some(kind) = waiting.remove(&message.subject) else {
+            let message = message.ok_or("reading replies: the subscription ended")?;
+            let Some(kind) = waiting.remove(message.subject.as_str()) else {
                 continue;
             };
-            let status = if message.headers.starts_with("NATS/1.0 503") {
+            let status = if message.status == Some(StatusCode::NO_RESPONDERS) {
                 "no responders".to_string()
             } else {
                 status_of(&message.payload)
@@ -160,7 +184,7 @@ pub(crate) fn run(options: &Options, root: &Path) -> Result<(), String> {
         print_round(round, &replies, sent);
         round += 1;
         if let Some(rest) = Duration::from_secs(1).checked_sub(round_started.elapsed()) {
-            std::thread::sleep(rest);
+            tokio::time::sleep(rest).await;
         }
     }
     println!();
@@ -178,7 +202,9 @@ pub(crate) fn run(options: &Options, root: &Path) -> Result<(), String> {
         println!("  {:<34} {}", kind.label(), outcomes.join(", "));
     }
 
-    let text = http_get(metrics_addr, "/metrics").map_err(|e| format!("scraping /metrics: {e}"))?;
+    let text = http_get(&http_client(), &format!("http://{metrics_addr}/metrics"))
+        .await
+        .map_err(|e| format!("scraping /metrics: {e}"))?;
     println!("\nWhat the worker's /metrics says about it:");
     for (title, name, group_by) in [
         (
@@ -229,16 +255,6 @@ pub(crate) fn run(options: &Options, root: &Path) -> Result<(), String> {
         }
     }
 
-    let _ = std::fs::remove_dir_all(&fs_root);
-    if options.wait {
-        println!("\nThe worker is still running:");
-        println!("  jobs     nats://{nats_addr}, subject `jobs` (request-reply)");
-        println!("  metrics  http://{metrics_addr}/metrics");
-        println!("  health   http://{metrics_addr}/healthz, http://{metrics_addr}/readyz");
-        println!("Ctrl-C to stop (nats-server and the worker stop with this command).");
-        let _ = std::io::stdout().flush();
-        let _ = worker.0.wait();
-    }
     Ok(())
 }
 

@@ -3,10 +3,8 @@
 //!
 //! One test binary (so one link) with a file per concern.
 
-#[path = "../common/mod.rs"]
-mod common;
-#[path = "../common/otlp.rs"]
-mod otlp;
+use gateway_harness as common;
+use otlp_receiver as otlp;
 
 mod breaker;
 mod canary;
@@ -20,15 +18,3 @@ mod queue;
 mod retry;
 mod shutdown;
 mod traces;
-
-// `cargo xtask cardinality`, compiled here from xtask's sources so the check runs against the
-// real gateway (`cardinality.rs`).
-#[allow(dead_code)]
-#[path = "../../../../xtask/src/exposition.rs"]
-mod exposition;
-#[allow(dead_code)]
-#[path = "../../../../xtask/src/http1.rs"]
-mod http1;
-#[allow(dead_code)]
-#[path = "../../../../xtask/src/cardinality.rs"]
-mod xtask_cardinality;
