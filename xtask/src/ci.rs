@@ -102,7 +102,7 @@ fn links() -> Result<(), String> {
     if !checker.exists() {
         let venv_arg = venv.display().to_string();
         step(
-            "install mdlinkcheck",
+            "mdlinkcheck: virtual environment",
             "python3",
             &["-m", "venv", &venv_arg],
             &[],
