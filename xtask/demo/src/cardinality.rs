@@ -1,5 +1,5 @@
 //! `xtask-demo cardinality URL [--max-series N] [--max-values-per-label N]` (`cargo xtask
-//! cardinality ...`): the brief's label cardinality check. Scrapes a `/metrics` endpoint, prints the series of each metric and the
+//! cardinality ...`): the label cardinality check. Scrapes a `/metrics` endpoint, prints the series of each metric and the
 //! distinct values of each label, and fails when either passes its limit, so a label that
 //! lets ids, paths or tenants through is caught before Prometheus pays for it.
 
