@@ -132,12 +132,18 @@ impl Metrics {
             })
             .build();
 
+        let rejections = meter
+            .u64_counter("tower.queue.rejections")
+            .with_description("Requests answered by the queue instead of the inner service")
+            .with_unit("{request}")
+            .build();
+        // Every reason exists from the first collection, at 0: a rate over a series that
+        // appears only with its first rejection is empty, not zero.
+        for attributes in &reasons {
+            rejections.add(0, attributes);
+        }
         Self {
-            rejections: meter
-                .u64_counter("tower.queue.rejections")
-                .with_description("Requests answered by the queue instead of the inner service")
-                .with_unit("{request}")
-                .build(),
+            rejections,
             wait: meter
                 .f64_histogram("tower.queue.wait")
                 .with_description("Time admitted requests spent waiting in the queue")

@@ -206,3 +206,24 @@ async fn clones_and_modes_of_a_layer_share_its_one_queue() {
     assert_eq!(http.handle().in_flight(), 1);
     assert_eq!(layer.clone().handle().in_flight(), 1);
 }
+
+#[test]
+fn every_rejection_reason_is_a_series_at_zero_from_the_start() {
+    let metrics = test_meter::TestMeter::new();
+    let layer = BoundedQueueBuilder::new(1)
+        .name("api")
+        .meter(&metrics.meter())
+        .build();
+    let reasons: Vec<String> = metrics
+        .matching("tower.queue.rejections", &[("tower.queue.name", "api")])
+        .iter()
+        .map(|p| format!("{}={}", p.attr("reason").unwrap(), p.sum))
+        .collect();
+    assert_eq!(
+        reasons.len(),
+        5,
+        "full, dropped_oldest, queue_timeout, deadline, closed: {reasons:?}"
+    );
+    assert!(reasons.iter().all(|r| r.ends_with("=0")), "{reasons:?}");
+    drop(layer);
+}

@@ -385,12 +385,12 @@ async fn named_queues_are_independent_and_labelled() {
     assert!(io_svc.call(4).await.is_err());
     assert_eq!(cpu.handle().name(), "cpu");
     assert_eq!(
-        metrics.value("tower.queue.rejections", &[("tower.queue.name", "cpu")]),
-        Some(2.0)
+        metrics.sum("tower.queue.rejections", &[("tower.queue.name", "cpu")]),
+        2
     );
     assert_eq!(
-        metrics.value("tower.queue.rejections", &[("tower.queue.name", "io")]),
-        Some(1.0)
+        metrics.sum("tower.queue.rejections", &[("tower.queue.name", "io")]),
+        1
     );
     assert_eq!(
         metrics.value("tower.queue.in_flight", &[("tower.queue.name", "io")]),

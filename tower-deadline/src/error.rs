@@ -24,6 +24,15 @@ pub enum Stage {
 }
 
 impl Stage {
+    /// Every stage, in the order of a request's life.
+    pub const ALL: [Stage; 5] = [
+        Stage::Arrival,
+        Stage::Queued,
+        Stage::Handling,
+        Stage::Outgoing,
+        Stage::Operation,
+    ];
+
     /// The stable lower-case name used in metrics and messages.
     pub fn as_str(&self) -> &'static str {
         match self {

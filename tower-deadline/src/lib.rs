@@ -82,7 +82,8 @@
 //!
 //! Through the OpenTelemetry API, on the meter you pass (default: the global meter named
 //! `tower-deadline`): `tower.deadline.exceeded` (attribute `where`: `arrival`, `handling`,
-//! `outgoing`, `operation`, `queued`) and `tower.deadline.invalid`.
+//! `outgoing`, `operation`, `queued`) and `tower.deadline.invalid`. Every one of these series
+//! exists from the first collection, at 0, so a rate over it reads 0 until something happens.
 //!
 //! # Logs
 //!

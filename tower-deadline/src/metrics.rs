@@ -27,7 +27,7 @@ impl Metrics {
                 &global
             }
         };
-        Self(Arc::new(Instruments {
+        let instruments = Instruments {
             exceeded: meter
                 .u64_counter("tower.deadline.exceeded")
                 .with_description("Work stopped because its deadline passed, by where it was")
@@ -38,7 +38,17 @@ impl Metrics {
                 .with_description("Incoming deadline headers that could not be parsed")
                 .with_unit("{header}")
                 .build(),
-        }))
+        };
+        // Every series whose labels are known up front exists from the first collection, at 0:
+        // a rate over a series that appears only with its first event is empty, not zero, and
+        // an alert on it cannot fire or resolve.
+        for stage in Stage::ALL {
+            instruments
+                .exceeded
+                .add(0, &[KeyValue::new("where", stage.as_str())]);
+        }
+        instruments.invalid.add(0, &[]);
+        Self(Arc::new(instruments))
     }
 
     /// Counted, and logged when a subscriber listens: every exceeded deadline passes here.

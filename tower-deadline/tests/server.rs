@@ -264,3 +264,21 @@ async fn inner_errors_pass_through_unchanged() {
     let error = service.oneshot(Request::new(())).await.unwrap_err();
     assert_eq!(error.to_string(), "upstream broke");
 }
+
+#[test]
+fn every_stage_and_the_invalid_counter_are_series_at_zero_from_the_start() {
+    use tower::Layer;
+    let metrics = common::TestMetrics::new();
+    let _service = DeadlineLayer::new()
+        .meter(&metrics.meter())
+        .layer(tower::service_fn(|_: Request<()>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(()))
+        }));
+    for stage in tower_deadline::Stage::ALL {
+        let points = metrics.matching("tower.deadline.exceeded", &[("where", stage.as_str())]);
+        assert_eq!(points.len(), 1, "{stage}");
+        assert_eq!(points[0].sum, 0.0, "{stage}");
+    }
+    assert_eq!(metrics.points("tower.deadline.invalid").len(), 1);
+    assert_eq!(metrics.sum("tower.deadline.invalid", &[]), 0);
+}

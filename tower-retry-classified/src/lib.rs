@@ -120,6 +120,11 @@
 //! | `tower.circuit.transitions` | counter | `tower.circuit.name`, `from`, `to` |
 //! | `tower.hedge.sent`, `.won`, `.lost`, `.refused` | counters | - |
 //!
+//! Series whose labels are known up front exist from the first collection, at 0: every reason
+//! of `tower.retry.skipped`, the success series of `tower.retry.attempts`, each transition of
+//! a breaker (from its first use) and the hedge counters. A rate over them reads 0 until
+//! something happens, and an alert on them can fire and resolve.
+//!
 //! # Features
 //!
 //! - `breaker` (default): [`CircuitBreakerLayer`].

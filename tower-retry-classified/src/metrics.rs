@@ -33,6 +33,18 @@ pub enum SkipReason {
 }
 
 impl SkipReason {
+    /// Every reason.
+    pub const ALL: [SkipReason; 8] = [
+        SkipReason::Permanent,
+        SkipReason::Budget,
+        SkipReason::Deadline,
+        SkipReason::TotalCap,
+        SkipReason::NonIdempotent,
+        SkipReason::BodyTooLarge,
+        SkipReason::BodyError,
+        SkipReason::MaxRetries,
+    ];
+
     /// The stable attribute value.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -60,7 +72,7 @@ pub(crate) struct Instruments {
 
 impl Instruments {
     pub(crate) fn new(meter: &Meter) -> Self {
-        Self {
+        let instruments = Self {
             attempts: meter
                 .u64_counter("tower.retry.attempts")
                 .with_description("Attempts sent to the inner service, by outcome and reason")
@@ -81,7 +93,22 @@ impl Instruments {
                 .build(),
             #[cfg(feature = "bound-instruments")]
             success: Default::default(),
+        };
+        // Every reason exists from the first collection, at 0 (a rate over a series that
+        // appears only with its first event is empty, not zero), and so does the success series.
+        for reason in SkipReason::ALL {
+            instruments
+                .skipped
+                .add(0, &[KeyValue::new("reason", reason.as_str())]);
         }
+        instruments.attempts.add(
+            0,
+            &[
+                KeyValue::new("outcome", "success"),
+                KeyValue::new("reason", Reason::OK.as_str()),
+            ],
+        );
+        instruments
     }
 
     pub(crate) fn attempt(&self, success: bool, reason: Reason) {

@@ -39,16 +39,34 @@ impl Shared {
                     }
                 })
                 .build();
+            let transitions = meter
+                .u64_counter("tower.circuit.transitions")
+                .with_description("Circuit breaker state changes, by from and to")
+                .with_unit("{transition}")
+                .build();
+            // Every transition a breaker can make exists from the first collection, at 0: an
+            // alert on `increase(...{to="open"})` then reads 0 before the first trip, not nothing.
+            for (from, to) in [
+                (CircuitState::Closed, CircuitState::Open),
+                (CircuitState::Open, CircuitState::HalfOpen),
+                (CircuitState::HalfOpen, CircuitState::Closed),
+                (CircuitState::HalfOpen, CircuitState::Open),
+            ] {
+                transitions.add(
+                    0,
+                    &[
+                        KeyValue::new("tower.circuit.name", name.to_string()),
+                        KeyValue::new("from", from.as_str()),
+                        KeyValue::new("to", to.as_str()),
+                    ],
+                );
+            }
             Shared {
                 closed: AtomicBool::new(true),
                 window: Window::new(&config, Instant::now()),
                 machine: Mutex::new(Machine::new(config)),
                 name,
-                transitions: meter
-                    .u64_counter("tower.circuit.transitions")
-                    .with_description("Circuit breaker state changes, by from and to")
-                    .with_unit("{transition}")
-                    .build(),
+                transitions,
                 _state: Some(state),
             }
         })

@@ -21,11 +21,14 @@ impl HedgeInstruments {
             }
         };
         let counter = |name: &'static str, description: &'static str| {
-            meter
+            let counter = meter
                 .u64_counter(name)
                 .with_description(description)
                 .with_unit("{request}")
-                .build()
+                .build();
+            // Present from the first collection, at 0: a rate over it is zero, not empty.
+            counter.add(0, &[]);
+            counter
         };
         Self {
             sent: counter("tower.hedge.sent", "Hedges sent after the hedge delay"),
