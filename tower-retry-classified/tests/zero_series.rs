@@ -25,7 +25,7 @@ fn retry_breaker_and_hedge_series_exist_at_zero_before_any_request() {
             "tower.retry.attempts",
             &[("outcome", "success"), ("reason", "ok")]
         )[0]
-            .sum,
+        .sum,
         0.0
     );
     let transitions = metrics.matching(
