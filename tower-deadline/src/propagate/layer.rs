@@ -18,7 +18,8 @@ use crate::metrics::Metrics;
 ///   than a millisecond is left;
 /// - otherwise writes the budget as `grpc-timeout` (gRPC requests) or as the millisecond header
 ///   (default `x-request-timeout-ms`), replacing any value already there, and fails with
-///   `DeadlineExceeded` if the answer has not come by the deadline.
+///   `DeadlineExceeded` (stage `outgoing`) if the answer has not come when that budget runs out,
+///   that is `margin` before the deadline, which leaves the margin to answer the caller.
 ///
 /// Requests with no deadline pass through untouched, with no timer.
 #[derive(Clone, Debug)]
@@ -44,8 +45,10 @@ impl PropagateDeadlineLayer {
         }
     }
 
-    /// Time kept back from the budget written downstream (default 0), so the downstream's
-    /// answer has time to come back before our own deadline.
+    /// Time kept back from the budget written downstream and from the local cut (default 0), so
+    /// the downstream's answer, or ours when the call is cut, has time to come back before our
+    /// own deadline. With a server [`DeadlineLayer`](crate::DeadlineLayer) above on the same
+    /// deadline, any margin makes a call cut short count as `outgoing`, not `handling`.
     pub fn margin(mut self, margin: Duration) -> Self {
         self.margin = margin;
         self

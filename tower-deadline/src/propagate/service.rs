@@ -73,6 +73,10 @@ where
         }
         headers::write(request.headers_mut(), budget, &self.shared.header);
         let future = self.inner.call(request);
-        ResponseFuture::bounded(future, deadline, start, self.shared.metrics.clone())
+        // Cut the call when the budget we sent runs out, not at our own deadline: the margin is
+        // then left to answer our caller, and a call cut short is counted where it was cut
+        // (`outgoing`), ahead of the server layer's timer for the same deadline.
+        let cut = Deadline::at(start + budget);
+        ResponseFuture::bounded(future, cut, start, self.shared.metrics.clone())
     }
 }

@@ -36,6 +36,18 @@ async fn timeout_on_answers_504_before_a_slow_upstream_and_propagates_a_smaller_
         .parse()
         .unwrap();
     assert!(budget > 0 && budget < 300, "upstream saw {budget} ms");
+    // The provider call was cut short: counted as `outgoing`, as the dashboard says, and not
+    // as `handling` (the gateway itself had time left to answer).
+    let metrics = get(&client(), &gateway.url("/metrics")).await.body;
+    let exceeded = |stage: &str| {
+        sample_sum(
+            &metrics,
+            "tower_deadline_exceeded_total",
+            &[&format!("where=\"{stage}\"")],
+        )
+    };
+    assert_eq!(exceeded("outgoing"), 1.0, "{metrics}");
+    assert_eq!(exceeded("handling"), 0.0, "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
