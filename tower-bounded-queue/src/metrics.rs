@@ -58,6 +58,10 @@ const WAIT_BOUNDARIES: [f64; 14] = [
 
 pub(crate) struct Metrics {
     rejections: Counter<u64>,
+    /// A waiter whose deadline passed is also `tower.deadline.exceeded{where="queued"}`, where
+    /// the deadline layers count theirs.
+    #[cfg(feature = "deadline")]
+    deadline: tower_deadline::DeadlineMetrics,
     wait: Histogram<f64>,
     name: [KeyValue; 1],
     reasons: [[KeyValue; 2]; 5],
@@ -144,6 +148,8 @@ impl Metrics {
         }
         Self {
             rejections,
+            #[cfg(feature = "deadline")]
+            deadline: tower_deadline::DeadlineMetrics::new(Some(meter)),
             wait: meter
                 .f64_histogram("tower.queue.wait")
                 .with_description("Time admitted requests spent waiting in the queue")
@@ -161,6 +167,10 @@ impl Metrics {
 
     pub(crate) fn rejected(&self, reason: Reason) {
         self.rejections.add(1, &self.reasons[reason as usize]);
+        #[cfg(feature = "deadline")]
+        if matches!(reason, Reason::Deadline) {
+            self.deadline.exceeded(tower_deadline::Stage::Queued);
+        }
     }
 
     pub(crate) fn waited(&self, seconds: f64) {

@@ -58,6 +58,12 @@ async fn a_task_local_deadline_passing_in_the_queue_gives_deadline_exceeded() {
         metrics.value("tower.queue.rejections", &[("reason", "deadline")]),
         Some(1.0)
     );
+    // Counted where every deadline layer counts its own too.
+    assert_eq!(
+        metrics.sum("tower.deadline.exceeded", &[("where", "queued")]),
+        1
+    );
+    assert_eq!(metrics.sum("tower.deadline.exceeded", &[]), 1);
     gate.release(1);
     running.await.unwrap().unwrap();
 }

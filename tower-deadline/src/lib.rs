@@ -116,6 +116,7 @@ pub use deadline::{Deadline, Scoped};
 pub use enforce::{Enforced, enforce, enforce_within};
 pub use error::{ConnectTimeout, DeadlineExceeded, InvalidDeadlineHeader, Stage};
 pub use headers::{ENVOY_EXPECTED_RQ_TIMEOUT_MS, GRPC_TIMEOUT, REQUEST_TIMEOUT_MS};
+pub use metrics::DeadlineMetrics;
 pub use propagate::{PropagateDeadline, PropagateDeadlineLayer};
 pub use server::{DeadlineLayer, DeadlineService};
 

@@ -8,17 +8,32 @@ use opentelemetry::metrics::{Counter, Meter};
 
 use crate::Stage;
 
+/// The crate's two instruments, `tower.deadline.exceeded` (attribute `where`) and
+/// `tower.deadline.invalid`, on one meter: for code outside this crate's layers that stops work
+/// on a deadline, so that it counts it where every layer does. `tower-bounded-queue` counts a
+/// waiter whose deadline passed as [`Stage::Queued`] through it.
+///
+/// ```
+/// use tower_deadline::{DeadlineMetrics, Stage};
+///
+/// let metrics = DeadlineMetrics::new(Some(&opentelemetry::global::meter("my-queue")));
+/// metrics.exceeded(Stage::Queued);
+/// ```
 #[derive(Clone)]
-pub(crate) struct Metrics(Arc<Instruments>);
+pub struct DeadlineMetrics(Arc<Instruments>);
+
+pub(crate) type Metrics = DeadlineMetrics;
 
 struct Instruments {
     exceeded: Counter<u64>,
     invalid: Counter<u64>,
 }
 
-impl Metrics {
-    /// Instruments on `meter`, or on the global meter named after this crate.
-    pub(crate) fn new(meter: Option<&Meter>) -> Self {
+impl DeadlineMetrics {
+    /// Instruments on `meter`, or on the global meter named after this crate. Every `where` of
+    /// `tower.deadline.exceeded`, and `tower.deadline.invalid`, are series at 0 from the first
+    /// collection.
+    pub fn new(meter: Option<&Meter>) -> Self {
         let global;
         let meter = match meter {
             Some(meter) => meter,
@@ -51,8 +66,9 @@ impl Metrics {
         Self(Arc::new(instruments))
     }
 
-    /// Counted, and logged when a subscriber listens: every exceeded deadline passes here.
-    pub(crate) fn exceeded(&self, stage: Stage) {
+    /// Counts work stopped at `stage` because its deadline passed (and logs it when a
+    /// subscriber listens): every exceeded deadline passes here.
+    pub fn exceeded(&self, stage: Stage) {
         self.0
             .exceeded
             .add(1, &[KeyValue::new("where", stage.as_str())]);
@@ -64,8 +80,8 @@ impl Metrics {
     }
 }
 
-impl std::fmt::Debug for Metrics {
+impl std::fmt::Debug for DeadlineMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Metrics")
+        f.write_str("DeadlineMetrics")
     }
 }

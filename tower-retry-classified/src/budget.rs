@@ -77,7 +77,7 @@ pub struct RetryBudget {
 }
 
 #[derive(Debug)]
-struct Inner {
+pub(crate) struct Inner {
     start: Instant,
     slots: usize,
     reserve: f64,
@@ -156,12 +156,21 @@ impl RetryBudget {
 
     /// Retries still allowed right now (rounded down).
     pub fn balance(&self) -> u64 {
-        let inner = &*self.inner;
-        let epoch = inner.epoch();
-        let deposits = inner.deposits_in_window(epoch) as f64;
-        let withdrawals = sum(inner.withdrawals.iter(), inner.slots, epoch) as f64;
-        (inner.reserve + inner.ratio * deposits - withdrawals).max(0.0) as u64
+        balance(&self.inner)
     }
+
+    /// A reference that does not keep the budget alive (for a gauge's callback).
+    pub(crate) fn downgrade(&self) -> std::sync::Weak<Inner> {
+        Arc::downgrade(&self.inner)
+    }
+}
+
+/// Retries `inner` still allows right now (rounded down).
+pub(crate) fn balance(inner: &Inner) -> u64 {
+    let epoch = inner.epoch();
+    let deposits = inner.deposits_in_window(epoch) as f64;
+    let withdrawals = sum(inner.withdrawals.iter(), inner.slots, epoch) as f64;
+    (inner.reserve + inner.ratio * deposits - withdrawals).max(0.0) as u64
 }
 
 impl Inner {

@@ -114,7 +114,9 @@
 //! | instrument | kind | attributes |
 //! |---|---|---|
 //! | `tower.retry.attempts` | counter | `outcome` (`success`, `retryable`, `permanent`), `reason` |
-//! | `tower.retry.skipped` | counter | `reason` ([`SkipReason`]) |
+//! | `tower.retry.retries` | counter | `reason`: the classifier's reason of the failure retried |
+//! | `tower.retry.skipped` | counter | `reason` ([`SkipReason`]); `budget` counts the budget running dry |
+//! | `tower.retry.budget.balance` | gauge | - (retries the layer's [`RetryBudget`] allows now) |
 //! | `tower.retry.backoff` | histogram (s) | - |
 //! | `tower.circuit.state` | gauge (0 closed, 1 half-open, 2 open) | `tower.circuit.name` |
 //! | `tower.circuit.transitions` | counter | `tower.circuit.name`, `from`, `to` |

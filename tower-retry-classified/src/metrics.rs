@@ -1,4 +1,5 @@
-//! OpenTelemetry instruments: `tower.retry.attempts`, `tower.retry.skipped`, `tower.retry.backoff`.
+//! OpenTelemetry instruments: `tower.retry.attempts`, `tower.retry.retries`,
+//! `tower.retry.skipped`, `tower.retry.backoff`, and the budget's `tower.retry.budget.balance`.
 //!
 //! Recorded through the OpenTelemetry API only, so they cost next to nothing when no SDK is
 //! installed. Attribute values are static strings (no allocation per recording).
@@ -6,7 +7,9 @@
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Counter, Histogram, Meter};
+use opentelemetry::metrics::{Counter, Histogram, Meter, ObservableGauge};
+
+use crate::budget::RetryBudget;
 
 use crate::classify::Reason;
 
@@ -62,7 +65,11 @@ impl SkipReason {
 
 #[derive(Clone, Debug)]
 pub(crate) struct Instruments {
+    meter: Meter,
+    /// `tower.retry.budget.balance`, made by the first service of a layer with a budget.
+    budget: std::sync::Arc<std::sync::OnceLock<ObservableGauge<u64>>>,
     attempts: Counter<u64>,
+    retries: Counter<u64>,
     skipped: Counter<u64>,
     backoff: Histogram<f64>,
     /// The success series, bound once: the one recorded on every request's hot path.
@@ -73,10 +80,17 @@ pub(crate) struct Instruments {
 impl Instruments {
     pub(crate) fn new(meter: &Meter) -> Self {
         let instruments = Self {
+            meter: meter.clone(),
+            budget: Default::default(),
             attempts: meter
                 .u64_counter("tower.retry.attempts")
                 .with_description("Attempts sent to the inner service, by outcome and reason")
                 .with_unit("{attempt}")
+                .build(),
+            retries: meter
+                .u64_counter("tower.retry.retries")
+                .with_description("Retries scheduled, by the reason of the failure retried")
+                .with_unit("{retry}")
                 .build(),
             skipped: meter
                 .u64_counter("tower.retry.skipped")
@@ -138,7 +152,28 @@ impl Instruments {
             .add(1, &[KeyValue::new("reason", reason.as_str())]);
     }
 
-    pub(crate) fn backoff(&self, delay: Duration) {
+    /// Observes `budget`'s balance as `tower.retry.budget.balance` (retries it allows now),
+    /// once per layer: a budget running dry shows before `skipped{reason="budget"}` climbs.
+    pub(crate) fn observe(&self, budget: &RetryBudget) {
+        self.budget.get_or_init(|| {
+            let budget = budget.downgrade();
+            self.meter
+                .u64_observable_gauge("tower.retry.budget.balance")
+                .with_description("Retries the retry budget allows right now")
+                .with_unit("{retry}")
+                .with_callback(move |observer| {
+                    if let Some(budget) = budget.upgrade() {
+                        observer.observe(crate::budget::balance(&budget), &[]);
+                    }
+                })
+                .build()
+        });
+    }
+
+    /// A retry scheduled after a failure classified `reason`, `delay` from now.
+    pub(crate) fn retried(&self, reason: Reason, delay: Duration) {
+        self.retries
+            .add(1, &[KeyValue::new("reason", reason.as_str())]);
         self.backoff.record(delay.as_secs_f64(), &[]);
     }
 }

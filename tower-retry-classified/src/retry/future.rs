@@ -117,9 +117,10 @@ where
                     };
                     let config = &**this.config;
                     let class = config.classifier.classify(outcome.as_ref());
+                    let reason = class.reason();
                     config
                         .instruments
-                        .attempt(matches!(class, Classification::Success), class.reason());
+                        .attempt(matches!(class, Classification::Success), reason);
                     let decision = decide::<K, Req, C>(
                         class,
                         config,
@@ -141,7 +142,7 @@ where
                             // The failed outcome is dropped here: a retry is certain to be sent.
                             drop(outcome);
                             *this.previous_delay = delay;
-                            config.instruments.backoff(delay);
+                            config.instruments.retried(reason, delay);
                             let request = Some(Box::new(request));
                             if delay.is_zero() {
                                 this.state.set(State::Ready { request });

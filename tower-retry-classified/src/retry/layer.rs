@@ -215,6 +215,9 @@ impl<S, C: Clone, K> Layer<S> for RetryLayer<C, K> {
     type Service = Retry<S, C, K>;
 
     fn layer(&self, inner: S) -> Self::Service {
+        if let Some(budget) = &self.config.budget {
+            self.config.instruments.observe(budget);
+        }
         // Clones share the budget, instruments and seeded generator (all `Arc`s inside).
         let replicas = (0..crate::budget::SHARDS)
             .map(|_| Arc::new(self.config.clone()))
