@@ -125,6 +125,13 @@ impl Default for Adaptive {
 }
 
 impl Adaptive {
+    /// The floor the limit never goes below.
+    pub(crate) fn floor_value(&self) -> usize {
+        self.floor
+    }
+}
+
+impl Adaptive {
     /// AIMD with the defaults: floor 1, ceiling 1000, backoff 0.9, latency threshold twice the
     /// baseline (at least 1 ms above it).
     pub fn aimd() -> Self {

@@ -65,7 +65,8 @@
 //!   the global one): `tower.queue.depth`, `tower.queue.in_flight`, `tower.queue.rejections`
 //!   (attribute `reason`: `full`, `dropped_oldest`, `queue_timeout`, `deadline`, `closed`),
 //!   `tower.queue.wait` (seconds), `tower.queue.status` (0 to 3) and
-//!   `tower.queue.concurrency_limit` (fixed or adaptive), each with `tower.queue.name`. Each
+//!   `tower.queue.concurrency_limit` (fixed or adaptive) and, for an adaptive limit,
+//!   `tower.queue.concurrency_floor`, each with `tower.queue.name`. Each
 //!   `reason` of `tower.queue.rejections` is a series at 0 from the first collection. Depth,
 //!   in-flight, status and the limit are observed at collection time, so the success path records
 //!   nothing; `tower.queue.wait` records the requests that had to wait.

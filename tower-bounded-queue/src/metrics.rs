@@ -69,6 +69,7 @@ pub(crate) struct Metrics {
     _in_flight: ObservableUpDownCounter<i64>,
     _status: ObservableGauge<u64>,
     _limit: ObservableGauge<u64>,
+    _floor: Option<ObservableGauge<u64>>,
 }
 
 impl Metrics {
@@ -122,6 +123,17 @@ impl Metrics {
                 }
             })
             .build();
+        // An adaptive limit's floor, so that an alert can tell a limit pinned at it.
+        let floor = config.adaptive.as_ref().map(|adaptive| {
+            let floor = adaptive.floor_value() as u64;
+            let a = attrs.clone();
+            meter
+                .u64_observable_gauge("tower.queue.concurrency_floor")
+                .with_description("The least an adaptive concurrency limit goes down to")
+                .with_unit("{request}")
+                .with_callback(move |o| o.observe(floor, &a))
+                .build()
+        });
         let a = attrs.clone();
         let limit = meter
             .u64_observable_gauge("tower.queue.concurrency_limit")
@@ -162,6 +174,7 @@ impl Metrics {
             _in_flight: in_flight,
             _status: status,
             _limit: limit,
+            _floor: floor,
         }
     }
 

@@ -444,6 +444,8 @@ async fn every_panel_returns_data_from_a_gateway_under_load() {
         ("CP2_COMPLETE_TIMEOUT_ENABLED", "50%"),
         ("CP2_QUEUE_MANAGEMENT_ENABLED", "50%"),
         ("CP2_OBSERVABILITY_METRICS_ENABLED", "true"),
+        // Breakers on, so that their row has data (their transitions are series from the start).
+        ("CP2_CIRCUIT_BREAKER_ENABLED", "true"),
         ("GATEWAY_MAX_CONCURRENCY", "8"),
         ("GATEWAY_QUEUE_CAPACITY", "8"),
         ("GATEWAY_RETRY_BASE_MS", "5"),
