@@ -112,7 +112,7 @@ impl<F: Future> Future for Enforced<F> {
         // Cancel the work now: nobody is waiting for it any more.
         this.inner.set(None);
         // Failure path only: fetch the global meter here rather than keep state around.
-        Metrics::new(None).exceeded(Stage::Operation);
+        Metrics::instruments(None).exceeded(Stage::Operation);
         Poll::Ready(Err(Elapsed { start, deadline }.into_error(Stage::Operation)))
     }
 }

@@ -34,6 +34,23 @@ impl DeadlineMetrics {
     /// `tower.deadline.exceeded`, and `tower.deadline.invalid`, are series at 0 from the first
     /// collection.
     pub fn new(meter: Option<&Meter>) -> Self {
+        let metrics = Self::instruments(meter);
+        // Every series whose labels are known up front exists from the first collection, at 0:
+        // a rate over a series that appears only with its first event is empty, not zero, and
+        // an alert on it cannot fire or resolve.
+        for stage in Stage::ALL {
+            metrics
+                .0
+                .exceeded
+                .add(0, &[KeyValue::new("where", stage.as_str())]);
+        }
+        metrics.0.invalid.add(0, &[]);
+        metrics
+    }
+
+    /// The instruments alone, for one event on a failure path (`enforce`): the zero series are
+    /// the layers' business, made once when they are built, not on every miss.
+    pub(crate) fn instruments(meter: Option<&Meter>) -> Self {
         let global;
         let meter = match meter {
             Some(meter) => meter,
@@ -42,7 +59,7 @@ impl DeadlineMetrics {
                 &global
             }
         };
-        let instruments = Instruments {
+        Self(Arc::new(Instruments {
             exceeded: meter
                 .u64_counter("tower.deadline.exceeded")
                 .with_description("Work stopped because its deadline passed, by where it was")
@@ -53,17 +70,7 @@ impl DeadlineMetrics {
                 .with_description("Incoming deadline headers that could not be parsed")
                 .with_unit("{header}")
                 .build(),
-        };
-        // Every series whose labels are known up front exists from the first collection, at 0:
-        // a rate over a series that appears only with its first event is empty, not zero, and
-        // an alert on it cannot fire or resolve.
-        for stage in Stage::ALL {
-            instruments
-                .exceeded
-                .add(0, &[KeyValue::new("where", stage.as_str())]);
-        }
-        instruments.invalid.add(0, &[]);
-        Self(Arc::new(instruments))
+        }))
     }
 
     /// Counts work stopped at `stage` because its deadline passed (and logs it when a
