@@ -3,9 +3,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -69,31 +66,10 @@ async fn scrape(addr: std::net::SocketAddr) -> (String, String) {
 }
 
 fn promtool_check(text: &str) {
-    let mut child = match Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        Ok(child) => child,
-        Err(e) => panic!(
-            "promtool is required for this test but could not be run ({e}); \
-             install it (Debian/Ubuntu: `apt-get install prometheus`, which provides /usr/bin/promtool)"
-        ),
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let (ok, report) = prometheus_server::promtool_check(text);
     assert!(
-        out.status.success(),
-        "promtool check metrics failed:\nstdout: {}\nstderr: {}\n--- input ---\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        ok,
+        "promtool check metrics failed:\n{report}\n--- input ---\n{text}"
     );
 }
 

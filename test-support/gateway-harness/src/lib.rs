@@ -416,28 +416,6 @@ pub async fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) ->
     condition()
 }
 
-/// Runs `promtool check metrics` on `text`; returns its verdict and output.
-pub fn promtool_check(text: &str) -> (bool, String) {
-    use std::io::Write;
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool is installed (Debian package `prometheus`, installed by .ci/run)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    let mut report = String::from_utf8_lossy(&output.stdout).into_owned();
-    report.push_str(&String::from_utf8_lossy(&output.stderr));
-    (output.status.success(), report)
-}
-
 /// Label values of every sample line of a Prometheus text exposition.
 pub fn label_values(text: &str) -> Vec<String> {
     let mut values = Vec::new();

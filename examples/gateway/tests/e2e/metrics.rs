@@ -6,6 +6,7 @@ use http::{Request, StatusCode};
 use http_body_util::Full;
 
 use crate::common::*;
+use prometheus_server::promtool_check;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_pass_promtool_and_unknown_paths_add_no_label() {
