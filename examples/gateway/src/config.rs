@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::Parser;
 use http::{StatusCode, Uri};
 
+use crate::edge::{EdgeLimits, MIN_HEADER_BYTES};
 use crate::fault::Faults;
 
 /// The command line, as clap sees it: raw strings, validated by [`Settings::from_args`].
@@ -170,6 +171,108 @@ pub struct Args {
     )]
     pub fault_headers: String,
 
+    /// Client connections open at once over all workers; beyond it a new connection is closed
+    /// as soon as it is accepted.
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        env = "GATEWAY_MAX_CONNECTIONS",
+        default_value = "4096"
+    )]
+    pub max_connections: String,
+
+    /// Time a client has, from a request head's first byte, to send all of it (milliseconds).
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        env = "GATEWAY_HEADER_READ_TIMEOUT_MS",
+        default_value = "10000"
+    )]
+    pub header_read_timeout_ms: String,
+
+    /// A connection with nothing in flight and no byte read or written for this long is closed
+    /// (milliseconds).
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        env = "GATEWAY_IDLE_TIMEOUT_MS",
+        default_value = "60000"
+    )]
+    pub idle_timeout_ms: String,
+
+    /// Largest request head (HTTP/1) or header list (HTTP/2), in bytes; beyond it, 431.
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        env = "GATEWAY_MAX_HEADER_BYTES",
+        default_value = "65536"
+    )]
+    pub max_header_bytes: String,
+
+    /// Most header fields in an HTTP/1 request; beyond it, 431.
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        env = "GATEWAY_MAX_HEADERS",
+        default_value = "100"
+    )]
+    pub max_headers: String,
+
+    /// Largest request body, in bytes; beyond it, 413.
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        env = "GATEWAY_MAX_BODY_BYTES",
+        default_value = "10485760"
+    )]
+    pub max_body_bytes: String,
+
+    /// HTTP/2 streams open at once on one connection.
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        env = "GATEWAY_H2_MAX_STREAMS",
+        default_value = "100"
+    )]
+    pub h2_max_streams: String,
+
+    /// HTTP/2 receive window of each stream, in bytes.
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        env = "GATEWAY_H2_STREAM_WINDOW",
+        default_value = "65536"
+    )]
+    pub h2_stream_window: String,
+
+    /// HTTP/2 receive window of each connection, in bytes.
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        env = "GATEWAY_H2_CONNECTION_WINDOW",
+        default_value = "1048576"
+    )]
+    pub h2_connection_window: String,
+
+    /// Refuse (400) requests with a `_` in a header name (true/false).
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        env = "GATEWAY_REJECT_UNDERSCORE_HEADERS",
+        default_value = "true"
+    )]
+    pub reject_underscore_headers: String,
+
+    /// Keep the client's `X-Forwarded-For` (appending the peer) and `Forwarded`; false: replace
+    /// them with `X-Forwarded-For: <peer>`.
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        env = "GATEWAY_TRUST_FORWARDED",
+        default_value = "false"
+    )]
+    pub trust_forwarded: String,
+
     /// The feature flags and the tenant allowlist, shared with the other example.
     #[command(flatten)]
     pub flags: example_support::settings::FeatureFlags,
@@ -265,6 +368,8 @@ pub struct Settings {
     pub faults: Faults,
     /// A circuit breaker per provider; failover routing skips the open ones.
     pub circuit_breaker: bool,
+    /// What the gateway allows clients (connections, time, sizes, header shapes).
+    pub edge: EdgeLimits,
 }
 
 /// A CP2 flag: on or off for every request, or on for a whole-number share of them (`10%`).
@@ -309,7 +414,7 @@ fn parse_share<'a>(
 /// Every setting a user can give, by command-line flag and by the name its errors report: what
 /// the property test below and the fuzz target (`fuzz/fuzz_targets/settings.rs`) feed text to.
 #[cfg_attr(not(test), allow(dead_code))]
-pub const EVERY_SETTING: [(&str, &str); 19] = [
+pub const EVERY_SETTING: [(&str, &str); 30] = [
     ("--listen", "GATEWAY_LISTEN"),
     ("--log-format", "GATEWAY_LOG_FORMAT"),
     ("--workers", "GATEWAY_WORKERS"),
@@ -332,7 +437,70 @@ pub const EVERY_SETTING: [(&str, &str); 19] = [
     ("--fault-delay", "GATEWAY_FAULT_DELAY"),
     ("--fault-reset", "GATEWAY_FAULT_RESET"),
     ("--fault-headers", "GATEWAY_FAULT_HEADERS"),
+    ("--max-connections", "GATEWAY_MAX_CONNECTIONS"),
+    ("--header-read-timeout-ms", "GATEWAY_HEADER_READ_TIMEOUT_MS"),
+    ("--idle-timeout-ms", "GATEWAY_IDLE_TIMEOUT_MS"),
+    ("--max-header-bytes", "GATEWAY_MAX_HEADER_BYTES"),
+    ("--max-headers", "GATEWAY_MAX_HEADERS"),
+    ("--max-body-bytes", "GATEWAY_MAX_BODY_BYTES"),
+    ("--h2-max-streams", "GATEWAY_H2_MAX_STREAMS"),
+    ("--h2-stream-window", "GATEWAY_H2_STREAM_WINDOW"),
+    ("--h2-connection-window", "GATEWAY_H2_CONNECTION_WINDOW"),
+    (
+        "--reject-underscore-headers",
+        "GATEWAY_REJECT_UNDERSCORE_HEADERS",
+    ),
+    ("--trust-forwarded", "GATEWAY_TRUST_FORWARDED"),
 ];
+
+/// The edge's limits from their settings; HTTP/2 windows within what the protocol allows
+/// (RFC 9113 section 6.9.1: at most 2^31 - 1; a stream window of at least the 65,535 every
+/// peer starts with, so that a setting never shrinks one).
+fn parse_edge(args: &Args) -> Result<EdgeLimits, ConfigError> {
+    const DAY_MS: u64 = 86_400_000;
+    const WINDOW_MAX: u32 = (1 << 31) - 1;
+    Ok(EdgeLimits {
+        max_connections: parse_number(
+            "GATEWAY_MAX_CONNECTIONS",
+            &args.max_connections,
+            1,
+            1 << 20,
+        )?,
+        header_read_timeout: parse_millis(
+            "GATEWAY_HEADER_READ_TIMEOUT_MS",
+            &args.header_read_timeout_ms,
+            1,
+            DAY_MS,
+        )?,
+        idle_timeout: parse_millis("GATEWAY_IDLE_TIMEOUT_MS", &args.idle_timeout_ms, 1, DAY_MS)?,
+        max_header_bytes: parse_number(
+            "GATEWAY_MAX_HEADER_BYTES",
+            &args.max_header_bytes,
+            MIN_HEADER_BYTES,
+            16 << 20,
+        )?,
+        max_headers: parse_number("GATEWAY_MAX_HEADERS", &args.max_headers, 1, 10_000)?,
+        max_body_bytes: parse_number("GATEWAY_MAX_BODY_BYTES", &args.max_body_bytes, 0, 1 << 40)?,
+        h2_max_streams: parse_number("GATEWAY_H2_MAX_STREAMS", &args.h2_max_streams, 1, 10_000)?,
+        h2_stream_window: parse_number(
+            "GATEWAY_H2_STREAM_WINDOW",
+            &args.h2_stream_window,
+            65_535,
+            WINDOW_MAX,
+        )?,
+        h2_connection_window: parse_number(
+            "GATEWAY_H2_CONNECTION_WINDOW",
+            &args.h2_connection_window,
+            65_535,
+            WINDOW_MAX,
+        )?,
+        reject_underscore_headers: parse_flag(
+            "GATEWAY_REJECT_UNDERSCORE_HEADERS",
+            &args.reject_underscore_headers,
+        )?,
+        trust_forwarded: parse_flag("GATEWAY_TRUST_FORWARDED", &args.trust_forwarded)?,
+    })
+}
 
 fn parse_faults(args: &Args) -> Result<Faults, ConfigError> {
     const ABORT: &str = "GATEWAY_FAULT_ABORT";
@@ -480,6 +648,7 @@ impl Settings {
             }
         };
         let faults = parse_faults(args)?;
+        let edge = parse_edge(args)?;
         const DAY_MS: u64 = 86_400_000;
         let workers = match parse_number("GATEWAY_WORKERS", &args.workers, 0, 1024)? {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
@@ -531,6 +700,7 @@ impl Settings {
                 .filter(|t| !t.is_empty())
                 .map(String::from)
                 .collect(),
+            edge,
         })
     }
 }

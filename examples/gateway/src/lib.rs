@@ -5,6 +5,7 @@ pub mod canary;
 pub mod config;
 pub mod demo_provider;
 pub mod dispatch;
+pub mod edge;
 pub mod fault;
 pub mod proxy;
 pub mod routes;

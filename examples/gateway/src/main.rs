@@ -11,7 +11,7 @@ use tower_metrics_layer::prometheus::PrometheusMetrics;
 
 use example_support::settings::{EXIT_INVALID, parse_args};
 use gateway::config::{Args, LogFormat, Settings, Upstream};
-use gateway::{canary, demo_provider, serve, stack, traces};
+use gateway::{canary, demo_provider, edge, serve, stack, traces};
 
 fn main() -> ExitCode {
     let args: Args = match parse_args("gateway") {
@@ -123,7 +123,11 @@ async fn run(
         providers = ?upstreams.iter().map(|u| &u.name).collect::<Vec<_>>(),
         "gateway ready"
     );
-    let mut workers = serve::start(listeners, app)?;
+    let edge = edge::Edge::new(
+        settings.edge.clone(),
+        metrics.as_ref().map(|m| m.meter("gateway")).as_ref(),
+    );
+    let mut workers = serve::start(listeners, app, edge)?;
     // Kept alive as long as the gateway runs; read at each scrape.
     let _tasks_gauge = metrics.as_ref().map(|metrics| {
         let alive_tasks = workers.alive_tasks();

@@ -13,6 +13,7 @@ use tower_deadline::DeadlineExceeded;
 use tower_reliability_core::Protocol;
 use tower_retry_classified::CircuitOpen;
 
+use crate::edge::{self, Refusal};
 use crate::routing;
 
 /// One upstream provider, ready to call.
@@ -164,11 +165,16 @@ fn find<E: std::error::Error + 'static>(error: &BoxError) -> Option<&E> {
     None
 }
 
-/// Our layers' own rejections answered as their HTTP mode would (`tower_reliability_core::
+/// A body over the edge's limit gets the edge's 413. Our layers' own rejections answered as
+/// their HTTP mode would (`tower_reliability_core::
 /// error_response`): 504 when time ran out (the request's deadline or the connect budget; gRPC 4
 /// or 14), 503 + `Retry-After` + `x-overloaded` for an open breaker (gRPC 14 with pushback);
 /// 502 naming the provider for anything else (gRPC 14).
 fn error_response(provider: &str, error: &BoxError, grpc: bool) -> Response {
+    // The caller's body grew past the edge's limit while it streamed (`edge::checks`).
+    if find::<http_body_util::LengthLimitError>(error).is_some() {
+        return edge::checks::refusal_response(Refusal::BodyTooLarge, Version::HTTP_11);
+    }
     let protocol = if grpc { Protocol::Grpc } else { Protocol::Http };
     if let Some(ours) = tower_reliability_core::error_response::<Body>(&**error, protocol) {
         return ours.map(Body::new);

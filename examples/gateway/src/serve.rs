@@ -9,17 +9,28 @@
 //! time, and each request paid for cross-thread wake-ups (`BENCHMARKS.md` has the figures).
 //!
 //! What the layers share across threads (the queue's admission state, metrics, the router's
-//! health) is `Sync` state behind `Arc`, as it was before.
+//! health) is `Sync` state behind `Arc`, as it was before; so is the edge's connection count
+//! ([`crate::edge`]): the connection limit holds over all workers.
+//!
+//! Each worker accepts its own connections and serves them through the edge
+//! ([`crate::edge::connection::serve`]): a connection beyond the limit is closed as soon as it
+//! is accepted and counted (`connection_limit`), so whatever a client opens, the gateway holds
+//! at most `max_connections`.
 
 use std::io;
 use std::net::SocketAddr;
 use std::thread::JoinHandle;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use axum::body::Body;
 use http::{Request, Response};
 use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tower::Service;
+
+use crate::edge::{self, Edge, Refusal};
 
 /// Backlog of each listening socket (the kernel caps it at `net.core.somaxconn`).
 const BACKLOG: u32 = 1024;
@@ -57,8 +68,12 @@ pub struct Workers {
     runtimes: Vec<tokio::runtime::Handle>,
 }
 
-/// Starts one worker thread per listener, each serving `app` on its own runtime.
-pub fn start<S>(listeners: Vec<std::net::TcpListener>, app: S) -> io::Result<Workers>
+/// Starts one worker thread per listener, each serving `app` through `edge` on its own runtime.
+pub fn start<S>(
+    listeners: Vec<std::net::TcpListener>,
+    app: S,
+    edge: Arc<Edge>,
+) -> io::Result<Workers>
 where
     S: Service<Request<Body>, Response = Response<Body>, Error = std::convert::Infallible>
         + Clone
@@ -77,18 +92,15 @@ where
         runtimes.push(runtime.handle().clone());
         let (finished, finished_rx) = oneshot::channel();
         let app = app.clone();
-        let mut stopped = stopped.clone();
+        let stopped = stopped.clone();
+        let edge = Arc::clone(&edge);
         let thread = std::thread::Builder::new()
             .name(format!("gateway-worker-{index}"))
             .spawn(move || {
                 let result = runtime.block_on(async move {
                     let listener = TcpListener::from_std(listener)?;
-                    let shutdown = async move {
-                        let _ = stopped.wait_for(|stop| *stop).await;
-                    };
-                    axum::serve(listener, tower::make::Shared::new(app))
-                        .with_graceful_shutdown(shutdown)
-                        .await
+                    accept(listener, app, edge, stopped).await;
+                    Ok(())
                 });
                 let _ = finished.send(result);
             })?;
@@ -101,6 +113,64 @@ where
         threads,
         runtimes,
     })
+}
+
+/// One worker's accept loop: each connection served on its own task until `stopped`; then
+/// every connection is asked to finish, and this returns when all have.
+async fn accept<S>(
+    listener: TcpListener,
+    app: S,
+    edge: Arc<Edge>,
+    mut stopped: watch::Receiver<bool>,
+) where
+    S: Service<Request<Body>, Response = Response<Body>, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    // Each connection task holds a sender; when the last is gone, `recv` returns `None`.
+    let (alive, mut all_done) = mpsc::channel::<()>(1);
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = stopped.wait_for(|stop| *stop) => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors or memory: wait rather than spin. A connection that
+                // failed before it was accepted (reset in the backlog) needs no wait.
+                if !matches!(
+                    error.kind(),
+                    io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
+                ) {
+                    tracing::warn!(%error, "accept failed; retrying in 50 ms");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                continue;
+            }
+        };
+        let Some(slot) = edge.admit() else {
+            edge.refused(Refusal::ConnectionLimit);
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let alive = alive.clone();
+        tokio::spawn(edge::connection::serve(
+            stream,
+            peer,
+            slot,
+            Arc::clone(&edge),
+            app.clone(),
+            stopped.clone(),
+            alive,
+        ));
+    }
+    drop(alive);
+    let _ = all_done.recv().await;
 }
 
 impl Workers {
