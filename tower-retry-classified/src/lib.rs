@@ -123,7 +123,9 @@
 //! | `tower.hedge.sent`, `.won`, `.lost`, `.refused` | counters | - |
 //!
 //! Series whose labels are known up front exist from the first collection, at 0: every reason
-//! of `tower.retry.skipped`, the success series of `tower.retry.attempts`, each transition of
+//! of `tower.retry.skipped`, every reason the built-in classifier retries in
+//! `tower.retry.retries` (a custom classifier's own reasons appear with their first retry),
+//! the success series of `tower.retry.attempts`, each transition of
 //! a breaker (from its first use) and the hedge counters. A rate over them reads 0 until
 //! something happens, and an alert on them can fire and resolve.
 //!

@@ -63,6 +63,27 @@ impl SkipReason {
     }
 }
 
+/// The reasons the built-in classifier retries: the series of `tower.retry.retries` made at 0
+/// with the instruments. A custom classifier's own reasons appear with their first retry.
+const RETRIED_FROM_START: [Reason; 16] = [
+    Reason::REQUEST_TIMEOUT,
+    Reason::TOO_MANY_REQUESTS,
+    Reason::INTERNAL_SERVER_ERROR,
+    Reason::BAD_GATEWAY,
+    Reason::SERVICE_UNAVAILABLE,
+    Reason::GATEWAY_TIMEOUT,
+    Reason::CONNECTION_REFUSED,
+    Reason::CONNECTION_RESET,
+    Reason::CONNECTION_ABORTED,
+    Reason::BROKEN_PIPE,
+    Reason::UNEXPECTED_EOF,
+    Reason::INCOMPLETE_MESSAGE,
+    Reason::CONNECT_ERROR,
+    Reason::CONNECT_TIMEOUT,
+    Reason::REFUSED_STREAM,
+    Reason::ATTEMPT_TIMEOUT,
+];
+
 #[derive(Clone, Debug)]
 pub(crate) struct Instruments {
     meter: Meter,
@@ -113,6 +134,11 @@ impl Instruments {
         for reason in SkipReason::ALL {
             instruments
                 .skipped
+                .add(0, &[KeyValue::new("reason", reason.as_str())]);
+        }
+        for reason in RETRIED_FROM_START {
+            instruments
+                .retries
                 .add(0, &[KeyValue::new("reason", reason.as_str())]);
         }
         instruments.attempts.add(

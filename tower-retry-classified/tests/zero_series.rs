@@ -20,6 +20,19 @@ fn retry_breaker_and_hedge_series_exist_at_zero_before_any_request() {
         assert_eq!(points.len(), 1, "{reason:?}");
         assert_eq!(points[0].sum, 0.0, "{reason:?}");
     }
+    // The built-in classifier's retried reasons, statuses and connection failures alike.
+    for reason in [
+        "service_unavailable",
+        "too_many_requests",
+        "connection_reset",
+        "connect_error",
+        "attempt_timeout",
+    ] {
+        let points = metrics.matching("tower.retry.retries", &[("reason", reason)]);
+        assert_eq!(points.len(), 1, "{reason}");
+        assert_eq!(points[0].sum, 0.0, "{reason}");
+    }
+    assert_eq!(metrics.points("tower.retry.retries").len(), 16);
     assert_eq!(
         metrics.matching(
             "tower.retry.attempts",

@@ -97,7 +97,7 @@ impl Router {
             })
             .collect::<Vec<_>>();
         let bound = attributes.iter().map(|_| OnceLock::new()).collect();
-        Self {
+        let router = Self {
             bound,
             mode,
             skip_for: SKIP_FOR,
@@ -120,6 +120,23 @@ impl Router {
                 ])
                 .build(),
             attributes,
+        };
+        // Each provider's decisions under its usual reason exist from the first scrape, at 0: a
+        // rate over a series that appears only with its first event is empty, not zero (the
+        // tower layers make their counters' series the same way). Same series as `pick` binds.
+        for index in 0..providers.len() {
+            let series = index * Reason::ALL.len() + router.usual(index) as usize;
+            router.decisions.add(0, &router.attributes[series]);
+        }
+        router
+    }
+
+    /// The reason provider `index` is picked for while every provider is healthy.
+    fn usual(&self, index: usize) -> Reason {
+        match self.mode {
+            Routing::RoundRobin => Reason::RoundRobin,
+            Routing::Failover if index == 0 => Reason::Primary,
+            Routing::Failover => Reason::Failover,
         }
     }
 

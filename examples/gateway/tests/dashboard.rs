@@ -247,7 +247,7 @@ fn dashboard_is_a_grafana_10_dashboard() {
         }
     }
 
-    // The list (13, part 2), by the words of the panel titles.
+    // The panels an operator looks for, by the words of their titles.
     let titles: Vec<&str> = panels(&dashboard)
         .iter()
         .filter_map(|p| p.get("title").and_then(Json::as_str))
@@ -264,6 +264,9 @@ fn dashboard_is_a_grafana_10_dashboard() {
         "Rejections by reason",
         "Deadlines exceeded by where",
         "Routing decisions by provider and reason",
+        "Breaker state by provider",
+        "Edge refusals by reason",
+        "Open client connections",
     ] {
         if !titles.iter().any(|t| t.contains(wanted)) {
             problems.push(format!("no panel or row titled with {wanted:?}"));

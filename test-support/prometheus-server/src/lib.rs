@@ -1,7 +1,13 @@
 //! A real Prometheus server for tests: scrapes one target every second, optionally evaluates
 //! rule files every second, and answers PromQL through its HTTP API (read with serde_json).
 //!
-//! Needs `/usr/bin/prometheus` (Debian's `prometheus` package; `.ci/run` installs it).
+//! Needs `/usr/bin/prometheus` (Debian's `prometheus` package; `.ci/run` installs it). For
+//! alerts delivered end to end, [`Alertmanager`] starts a real Alertmanager that Prometheus
+//! sends to (pass [`Alertmanager::alerting_config`] to [`Prometheus::start_with`]).
+
+pub mod alertmanager;
+
+pub use alertmanager::Alertmanager;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -36,7 +42,7 @@ impl Prometheus {
     }
 
     /// Like [`start`](Self::start), with `extra` appended to the configuration file (for
-    /// example an `alerting:` section).
+    /// example an `alerting:` section, such as [`Alertmanager::alerting_config`]).
     pub async fn start_with(
         job: &str,
         target: &str,
@@ -60,14 +66,7 @@ impl Prometheus {
                 "Prometheus is not installed: install Debian's `prometheus` package \
                  (apt-get install prometheus; .ci/run does)",
             );
-        let dir = std::env::temp_dir().join(format!(
-            "prometheus-test-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos()
-        ));
+        let dir = scratch_dir("prometheus-test");
         std::fs::create_dir_all(dir.join("data")).expect("a temporary directory");
         let mut config =
             String::from("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n");
@@ -83,10 +82,7 @@ impl Prometheus {
         ));
         config.push_str(extra);
         std::fs::write(dir.join("prometheus.yml"), config).expect("write prometheus.yml");
-        let port = {
-            let probe = TcpListener::bind("127.0.0.1:0").expect("a free port");
-            probe.local_addr().expect("its address").port()
-        };
+        let port = free_port();
         let child = Command::new(binary)
             .arg(format!(
                 "--config.file={}",
@@ -113,37 +109,13 @@ impl Prometheus {
     /// Waits until Prometheus answers `/-/ready`; false if it exited (say, its port was taken)
     /// or took longer than `limit`.
     async fn ready(&mut self, limit: Duration) -> bool {
-        let started = Instant::now();
-        while started.elapsed() < limit {
-            if self.child.try_wait().ok().flatten().is_some() {
-                return false;
-            }
-            if let Ok((StatusCode::OK, _)) = self.get("/-/ready").await {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        false
+        let url = format!("{}/-/ready", self.url);
+        ready(&mut self.child, &self.client, &url, limit).await
     }
 
     /// GETs `path_and_query` from the server: its status and body.
     pub async fn get(&self, path_and_query: &str) -> Result<(StatusCode, String), String> {
-        let url = format!("{}{path_and_query}", self.url);
-        let request = http::Request::get(&url)
-            .body(Empty::new())
-            .map_err(|e| e.to_string())?;
-        let response = tokio::time::timeout(Duration::from_secs(5), self.client.request(request))
-            .await
-            .map_err(|_| format!("{url}: no answer within 5 s"))?
-            .map_err(|e| format!("{url}: {e}"))?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+        get(&self.client, &format!("{}{path_and_query}", self.url)).await
     }
 
     /// The result of an instant query (`data.result`), or Prometheus' error.
@@ -182,6 +154,69 @@ impl Drop for Prometheus {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A fresh directory name under the system's temporary directory, unique to this process and
+/// moment, so that servers started by tests running in parallel never share their data.
+fn scratch_dir(prefix: &str) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+    ))
+}
+
+/// A port free on 127.0.0.1 a moment ago: for servers that cannot listen on port 0 and report
+/// the port they got. Another process may take it before the server binds it, so callers retry.
+fn free_port() -> u16 {
+    let probe = TcpListener::bind("127.0.0.1:0").expect("a free port");
+    probe.local_addr().expect("its address").port()
+}
+
+/// Waits until `url` (a server's readiness endpoint) answers 200; false if `child`, the server,
+/// exited (say, its port was taken) or took longer than `limit`.
+async fn ready(
+    child: &mut Child,
+    client: &Client<HttpConnector, Empty<Bytes>>,
+    url: &str,
+    limit: Duration,
+) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if child.try_wait().ok().flatten().is_some() {
+            return false;
+        }
+        if let Ok((StatusCode::OK, _)) = get(client, url).await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// GETs `url` (answer within 5 s): its status and body.
+async fn get(
+    client: &Client<HttpConnector, Empty<Bytes>>,
+    url: &str,
+) -> Result<(StatusCode, String), String> {
+    let request = http::Request::get(url)
+        .body(Empty::new())
+        .map_err(|e| e.to_string())?;
+    let response = tokio::time::timeout(Duration::from_secs(5), client.request(request))
+        .await
+        .map_err(|_| format!("{url}: no answer within 5 s"))?
+        .map_err(|e| format!("{url}: {e}"))?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 /// Runs `promtool check metrics` on `text`; returns its verdict and output.
