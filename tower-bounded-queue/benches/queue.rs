@@ -107,6 +107,12 @@ fn bench(c: &mut Criterion) {
         .capacity(1000)
         .build()
         .layer(Echo);
+    // Fair share over 16 keys: keyed only when a request has to wait.
+    let ours_fair = BoundedQueueBuilder::new(64)
+        .capacity(1000)
+        .fair_by(|n: &u32| Some(n % 16))
+        .build()
+        .layer(Echo);
     let shed_limit = LoadShed::new(ConcurrencyLimit::new(Echo, 64));
     let shed_buffer = LoadShed::new(Buffer::new(Echo, 1024));
     // Adaptive limits: both start at 64 and move within [1, 1000]. tower-resilience's waits in
@@ -155,6 +161,7 @@ fn bench(c: &mut Criterion) {
         };
     }
     sequential!("bounded_queue", ours);
+    sequential!("bounded_queue_fair", ours_fair);
     sequential!("bounded_queue_adaptive", ours_adaptive);
     sequential!("tower_resilience_adaptive", resilience_adaptive);
     sequential!("load_shed_concurrency_limit", shed_limit);
@@ -178,6 +185,7 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("concurrent_64");
     concurrent!(group, "concurrent_64", "inner", Echo);
     concurrent!(group, "concurrent_64", "bounded_queue", ours);
+    concurrent!(group, "concurrent_64", "bounded_queue_fair", ours_fair);
     concurrent!(
         group,
         "concurrent_64",
@@ -219,6 +227,11 @@ fn bench(c: &mut Criterion) {
         .capacity(1000)
         .build()
         .layer(yielding);
+    let ours_queueing_fair = BoundedQueueBuilder::new(8)
+        .capacity(1000)
+        .fair_by(|n: &u32| Some(n % 16))
+        .build()
+        .layer(yielding);
     let shed_limit = LoadShed::new(ConcurrencyLimit::new(yielding, 64));
     let shed_buffer = LoadShed::new(Buffer::new(yielding, 1024));
     let mut g = c.benchmark_group("concurrent_64_yielding");
@@ -229,6 +242,12 @@ fn bench(c: &mut Criterion) {
         "concurrent_64_yielding",
         "bounded_queue_concurrency_8",
         ours_queueing
+    );
+    concurrent!(
+        g,
+        "concurrent_64_yielding",
+        "bounded_queue_fair_concurrency_8",
+        ours_queueing_fair
     );
     concurrent!(
         g,

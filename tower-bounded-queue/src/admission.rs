@@ -23,7 +23,7 @@
 //! No decision depends on a pending poll (unlike `LoadShed` over `Buffer`, where tokio's coop
 //! budget can make `poll_ready` pending and shed a request while the buffer is nearly empty).
 
-use std::collections::VecDeque;
+use std::hash::RandomState;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Waker};
@@ -37,6 +37,7 @@ use crate::error::{OverloadReason, Overloaded};
 use crate::metrics::{Metrics, Observed, Reason};
 use crate::status::QueueStatus;
 use crate::trace;
+use crate::waiting::{Place, Waiting};
 
 const IN_FLIGHT_MASK: u64 = 0xFFFF_FFFF;
 const WAITING_SHIFT: u32 = 32;
@@ -61,7 +62,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// The state shared by every clone of a queue's services, its layer and its handles.
 pub(crate) struct Shared {
     state: AtomicU64,
-    queue: Mutex<VecDeque<Arc<Slot>>>,
+    queue: Mutex<Waiting>,
+    /// Seeds fair-share keys ([`crate::fair`]), so that a client cannot choose colliding keys.
+    pub(crate) keys: RandomState,
     idle: Notify,
     limiter: Limiter,
     pub(crate) config: Config,
@@ -155,7 +158,8 @@ impl Shared {
             let metrics = Metrics::new(&config, weak.clone());
             Shared {
                 state: AtomicU64::new(0),
-                queue: Mutex::new(VecDeque::new()),
+                queue: Mutex::new(Waiting::new(config.fair.then_some(config.max_fair_keys))),
+                keys: RandomState::new(),
                 idle: Notify::new(),
                 limiter: Limiter::new(config.concurrency, config.adaptive.as_ref()),
                 config,
@@ -217,15 +221,19 @@ impl Shared {
         }
     }
 
-    /// The slow path, under the queue lock: admit, queue, drop the oldest waiter, or reject.
-    pub(crate) fn admit_or_queue(self: &Arc<Self>) -> Slow {
+    /// The slow path, under the queue lock: admit, queue, drop the oldest waiter (or, under fair
+    /// share, the newest of the key furthest over its share), or reject. `key` is the request's
+    /// fair-share key, if it has one.
+    pub(crate) fn admit_or_queue(self: &Arc<Self>, key: Option<u64>) -> Slow {
         let capacity = self.config.capacity;
         if let Some(rejection) = self.reject_early() {
             return Slow::Rejected(rejection);
         }
         let mut victim = None;
+        let mut evicted = false;
         let outcome = {
             let mut queue = lock(&self.queue);
+            let key = queue.key_of(key);
             // Read under the lock: a limit that grew before it was taken is seen here, and one
             // that grows after fills the queue under the lock (`fill`).
             let limit = self.limiter.get() as u64;
@@ -240,30 +248,52 @@ impl Shared {
                         self.config.retry_after,
                     ));
                 }
-                let next = if waiting == 0 && current & IN_FLIGHT_MASK < limit {
-                    current + 1
-                } else if waiting < capacity {
-                    current + WAITING_ONE
-                } else if self.config.drop_oldest && capacity > 0 {
-                    // Counts stay the same: one waiter leaves, one joins.
-                    let oldest = queue
-                        .pop_front()
-                        .expect("waiting == queue.len() under the lock");
-                    oldest.status.store(DROPPED, Ordering::Release);
-                    victim = Some(oldest);
-                    let slot = Arc::new(Slot::new());
-                    queue.push_back(Arc::clone(&slot));
-                    break Slow::Queued(Waiter {
-                        shared: Arc::clone(self),
-                        slot: Some(slot),
-                    });
+                let place = if waiting == 0 && current & IN_FLIGHT_MASK < limit {
+                    None
                 } else {
-                    break Slow::Rejected(Overloaded::new(
-                        capacity,
-                        waiting,
-                        OverloadReason::Full,
-                        self.config.retry_after,
-                    ));
+                    Some(queue.place(key, capacity))
+                };
+                let next = match place {
+                    None => current + 1,
+                    Some(Place::Join) => current + WAITING_ONE,
+                    Some(Place::OverShare) => {
+                        break Slow::Rejected(Overloaded::new(
+                            capacity,
+                            waiting,
+                            OverloadReason::FairShare,
+                            self.config.retry_after,
+                        ));
+                    }
+                    Some(place @ (Place::Evict | Place::Full))
+                        if matches!(place, Place::Evict)
+                            || (self.config.drop_oldest && capacity > 0) =>
+                    {
+                        // Counts stay the same: one waiter leaves, one joins.
+                        let out = if matches!(place, Place::Evict) {
+                            evicted = true;
+                            queue.pop_fattest_newest()
+                        } else {
+                            queue.pop_oldest()
+                        };
+                        let out = out.expect("waiting == queue.len() under the lock");
+                        let status = if evicted { EVICTED } else { DROPPED };
+                        out.status.store(status, Ordering::Release);
+                        victim = Some(out);
+                        let slot = Arc::new(Slot::new(key));
+                        queue.push(Arc::clone(&slot));
+                        break Slow::Queued(Waiter {
+                            shared: Arc::clone(self),
+                            slot: Some(slot),
+                        });
+                    }
+                    Some(_) => {
+                        break Slow::Rejected(Overloaded::new(
+                            capacity,
+                            waiting,
+                            OverloadReason::Full,
+                            self.config.retry_after,
+                        ));
+                    }
                 };
                 match self.state.compare_exchange(
                     current,
@@ -275,8 +305,8 @@ impl Shared {
                         break Slow::Admitted(Permit::new(Arc::clone(self)));
                     }
                     Ok(_) => {
-                        let slot = Arc::new(Slot::new());
-                        queue.push_back(Arc::clone(&slot));
+                        let slot = Arc::new(Slot::new(key));
+                        queue.push(Arc::clone(&slot));
                         break Slow::Queued(Waiter {
                             shared: Arc::clone(self),
                             slot: Some(slot),
@@ -287,12 +317,17 @@ impl Shared {
             }
         };
         if let Some(victim) = victim {
-            self.rejected(Reason::DroppedOldest);
+            self.rejected(if evicted {
+                Reason::FairShare
+            } else {
+                Reason::DroppedOldest
+            });
             victim.wake();
         }
         if let Slow::Rejected(e) = &outcome {
             self.rejected(match e.reason() {
                 OverloadReason::Closed => Reason::Closed,
+                OverloadReason::FairShare => Reason::FairShare,
                 _ => Reason::Full,
             });
         }
@@ -308,6 +343,8 @@ impl Shared {
         let reason = if state & CLOSED != 0 {
             OverloadReason::Closed
         } else if !self.config.drop_oldest
+            // Under fair share a full queue may still take a request (see `Place::Evict`).
+            && !self.config.fair
             && waiting >= capacity
             && in_flight_of(state) >= self.limiter.get()
         {
@@ -349,7 +386,7 @@ impl Shared {
             let mut queue = lock(&self.queue);
             // The limit shrank below the requests in flight: the slot is retired, waiters stay.
             let retire = in_flight_of(self.state.load(Ordering::Acquire)) > self.limiter.get();
-            let next = if retire { None } else { queue.pop_front() };
+            let next = if retire { None } else { queue.pop_next() };
             match next {
                 Some(slot) => {
                     // The slot passes on: in_flight stays, one fewer waits.
@@ -380,7 +417,7 @@ impl Shared {
                     return;
                 }
                 let slot = queue
-                    .pop_front()
+                    .pop_next()
                     .expect("waiting == queue.len() under the lock");
                 // One more in flight, one fewer waits.
                 self.state.fetch_sub(WAITING_ONE - 1, Ordering::AcqRel);
@@ -463,18 +500,23 @@ impl Drop for Permit {
 const WAITING: u8 = 0;
 const GRANTED: u8 = 1;
 const DROPPED: u8 = 2;
+/// Pushed out by a request of a key under its fair share.
+const EVICTED: u8 = 3;
 
 /// A place in the wait queue. Its status changes only under the queue lock.
 pub(crate) struct Slot {
     status: AtomicU8,
     waker: Mutex<Option<Waker>>,
+    /// The fair-share key it waits under ([`crate::waiting::SHARED_KEY`] without fair share).
+    pub(crate) key: u64,
 }
 
 impl Slot {
-    fn new() -> Self {
+    fn new(key: u64) -> Self {
         Self {
             status: AtomicU8::new(WAITING),
             waker: Mutex::new(None),
+            key,
         }
     }
 
@@ -508,6 +550,8 @@ pub(crate) enum WaitOutcome {
     Granted(Permit),
     /// A newer request pushed this one out (drop-oldest mode).
     Dropped,
+    /// A request of a key under its fair share took this one's place.
+    Evicted,
     /// Still waiting.
     Pending,
     /// Left the queue without a slot ([`Waiter::leave`]).
@@ -539,6 +583,10 @@ impl Waiter {
                 self.slot = None;
                 WaitOutcome::Dropped
             }
+            EVICTED => {
+                self.slot = None;
+                WaitOutcome::Evicted
+            }
             _ => WaitOutcome::Pending,
         }
     }
@@ -553,9 +601,7 @@ impl Waiter {
             let mut queue = lock(&self.shared.queue);
             let status = slot.status.load(Ordering::Acquire);
             if status == WAITING {
-                if let Some(i) = queue.iter().position(|s| Arc::ptr_eq(s, &slot)) {
-                    queue.remove(i);
-                }
+                queue.remove(&slot);
                 let previous = self.shared.state.fetch_sub(WAITING_ONE, Ordering::AcqRel);
                 self.shared.notify_if_idle(previous - WAITING_ONE);
             }
@@ -564,6 +610,7 @@ impl Waiter {
         match status {
             WAITING => WaitOutcome::Left,
             GRANTED => WaitOutcome::Granted(Permit::new(Arc::clone(&self.shared))),
+            EVICTED => WaitOutcome::Evicted,
             _ => WaitOutcome::Dropped,
         }
     }

@@ -31,6 +31,10 @@ pub(crate) struct Config {
     pub(crate) adaptive: Option<Adaptive>,
     /// Carried by every rejection; `None` (a zero setting) leaves `Retry-After` out.
     pub(crate) retry_after: Option<Duration>,
+    /// Fair share on ([`crate::fair`]).
+    pub(crate) fair: bool,
+    /// How many keys get a share of their own under fair share (1..=4096).
+    pub(crate) max_fair_keys: usize,
 }
 
 /// The default `Retry-After` of a rejection: long enough to let a burst pass, short enough that
@@ -49,6 +53,8 @@ impl Config {
             meter: None,
             adaptive: None,
             retry_after: Some(DEFAULT_RETRY_AFTER),
+            fair: false,
+            max_fair_keys: crate::fair::DEFAULT_MAX_KEYS,
         }
     }
 }

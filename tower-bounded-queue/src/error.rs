@@ -20,6 +20,10 @@ pub enum OverloadReason {
     /// The queue was closed through [`QueueHandle::close`](crate::QueueHandle::close) or
     /// [`QueueHandle::drain`](crate::QueueHandle::drain) and admits nothing new.
     Closed,
+    /// Fair share ([`BoundedQueueBuilder::fair_by`](crate::BoundedQueueBuilder::fair_by)): the
+    /// request's key already had its share of the queue waiting, or this request was the newest
+    /// waiter of the key furthest over its share and made room for a key under its share.
+    FairShare,
 }
 
 impl OverloadReason {
@@ -29,6 +33,7 @@ impl OverloadReason {
             OverloadReason::Full => "full",
             OverloadReason::DroppedOldest => "dropped_oldest",
             OverloadReason::Closed => "closed",
+            OverloadReason::FairShare => "fair_share",
         }
     }
 }
@@ -99,6 +104,11 @@ impl fmt::Display for Overloaded {
             OverloadReason::Closed => write!(
                 f,
                 "overloaded: queue closed ({} of {} waiting)",
+                self.depth, self.capacity
+            ),
+            OverloadReason::FairShare => write!(
+                f,
+                "overloaded: over this key's fair share of the queue ({} of {} waiting)",
                 self.depth, self.capacity
             ),
         }

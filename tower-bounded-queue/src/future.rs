@@ -93,14 +93,16 @@ impl<S, Req> Admit<S, Req>
 where
     S: Service<Req> + Clone,
 {
-    /// Admission happens here, at `call` time, on counts alone. `deadline_of` is consulted only
-    /// when the request cannot take a free slot at once, keeping the success path free of it;
-    /// `failed` only when an adaptive limit observes the outcome.
+    /// Admission happens here, at `call` time, on counts alone. `deadline_of` and `key_of` (the
+    /// fair-share key) are consulted only when the request cannot take a free slot at once,
+    /// keeping the success path free of them; `failed` only when an adaptive limit observes the
+    /// outcome.
     pub(crate) fn new(
         shared: &Arc<Shared>,
         service: &S,
         request: Req,
         deadline_of: fn(&Req) -> Option<Instant>,
+        key_of: impl FnOnce(&Req) -> Option<u64>,
         failed: fn(&Result<S::Response, S::Error>) -> bool,
     ) -> Self {
         let with_state = |state, permit, request| Self {
@@ -128,7 +130,7 @@ where
                 return Self::rejected(Rejection::Deadline(error), request, failed);
             }
         }
-        match shared.admit_or_queue() {
+        match shared.admit_or_queue(key_of(&request)) {
             Slow::Admitted(permit) => with_state(State::Ready, Some(permit), request),
             Slow::Rejected(error) => Self::rejected(Rejection::Overloaded(error), request, failed),
             Slow::Queued(waiter) => {
@@ -199,12 +201,14 @@ fn left(shared: &Shared, since: Instant, deadline: Option<Instant>) -> Rejection
     ))
 }
 
-fn dropped_oldest(shared: &Shared) -> Rejection {
+/// A waiter pushed out of a full queue: by a newer request (drop-oldest mode), or by a request
+/// of a key under its fair share.
+fn pushed_out(shared: &Shared, reason: OverloadReason) -> Rejection {
     let capacity = shared.config.capacity;
     Rejection::Overloaded(Overloaded::new(
         capacity,
         capacity,
-        OverloadReason::DroppedOldest,
+        reason,
         shared.config.retry_after,
     ))
 }
@@ -242,8 +246,13 @@ where
                             *this.permit = Some(permit);
                             this.state.set(State::Ready);
                         }
-                        WaitOutcome::Dropped => {
-                            let rejection = dropped_oldest(&shared);
+                        WaitOutcome::Dropped | WaitOutcome::Evicted => {
+                            let reason = if matches!(outcome, WaitOutcome::Evicted) {
+                                OverloadReason::FairShare
+                            } else {
+                                OverloadReason::DroppedOldest
+                            };
+                            let rejection = pushed_out(&shared, reason);
                             this.state.set(State::Done);
                             *this.service = None;
                             *this.request = None;

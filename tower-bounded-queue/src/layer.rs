@@ -14,6 +14,7 @@ use tower_reliability_core::{ErrorMode, HttpMode};
 use crate::adaptive::Adaptive;
 use crate::admission::Shared;
 use crate::config::{Config, MAX_LIMIT};
+use crate::fair::{ByHeader, FairBy, MAX_KEYS, NoKey};
 use crate::handle::QueueHandle;
 use crate::service::BoundedQueue;
 use crate::status::Thresholds;
@@ -52,18 +53,82 @@ pub enum Overflow {
 /// assert_eq!(handle.capacity(), 1000);
 /// ```
 #[derive(Clone)]
-pub struct BoundedQueueBuilder {
+pub struct BoundedQueueBuilder<K = NoKey> {
     config: Config,
+    key: K,
 }
 
 impl BoundedQueueBuilder {
     /// A queue letting `concurrency` requests into the inner service at once, with the defaults:
     /// capacity 1000, reject the newest when full, no maximum wait, `Retry-After` 1 s, name
-    /// `default`, the global meter `tower-bounded-queue`.
+    /// `default`, the global meter `tower-bounded-queue`, no fair share.
     pub fn new(concurrency: usize) -> Self {
         Self {
             config: Config::new(concurrency),
+            key: NoKey,
         }
+    }
+
+    /// Fair share between the keys `key` gives requests (a tenant, a flow; `None`: no key),
+    /// with at most 64 keys sharing on their own (see [`fair_keys`](Self::fair_keys)): while
+    /// requests wait, a key holds at most its share of the capacity and waiters are served
+    /// across keys in turn. See [`crate::fair`].
+    pub fn fair_by<F>(self, key: F) -> BoundedQueueBuilder<FairBy<F>> {
+        self.keyed(FairBy(key))
+    }
+
+    /// Fair share between the values of an HTTP request header, e.g. `x-tenant-id`; requests
+    /// without it share one key. See [`fair_by`](Self::fair_by).
+    ///
+    /// ```
+    /// use http::HeaderName;
+    /// use tower_bounded_queue::BoundedQueueBuilder;
+    ///
+    /// let layer = BoundedQueueBuilder::new(64)
+    ///     .capacity(1000)
+    ///     .fair_by_header(HeaderName::from_static("x-tenant-id"))
+    ///     .build()
+    ///     .http();
+    /// # let _ = layer;
+    /// ```
+    pub fn fair_by_header(self, name: HeaderName) -> BoundedQueueBuilder<ByHeader> {
+        self.keyed(ByHeader(name))
+    }
+
+    /// Fair share by `key` when it is `Some`, none when `None`, with one type either way: for
+    /// a setting read at start-up.
+    ///
+    /// ```
+    /// use http::HeaderName;
+    /// use tower_bounded_queue::BoundedQueueBuilder;
+    /// use tower_bounded_queue::fair::ByHeader;
+    ///
+    /// let by_tenant = std::env::var("FAIR_BY_TENANT").is_ok();
+    /// let key = by_tenant.then(|| ByHeader::new(HeaderName::from_static("x-tenant-id")));
+    /// let layer = BoundedQueueBuilder::new(64).fair_share(key).build().http();
+    /// # let _ = layer;
+    /// ```
+    pub fn fair_share<K>(self, key: Option<K>) -> BoundedQueueBuilder<Option<K>> {
+        let on = key.is_some();
+        let mut builder = self.keyed(key);
+        builder.config.fair = on;
+        builder
+    }
+
+    fn keyed<K>(self, key: K) -> BoundedQueueBuilder<K> {
+        let mut config = self.config;
+        config.fair = true;
+        BoundedQueueBuilder { config, key }
+    }
+}
+
+impl<K> BoundedQueueBuilder<K> {
+    /// How many keys may have a share of their own at once (default 64; clamped to 1..=4096);
+    /// beyond it, new keys share one. Applies when fair share is on
+    /// ([`fair_by`](BoundedQueueBuilder::fair_by)), whichever is set first.
+    pub fn fair_keys(mut self, keys: usize) -> Self {
+        self.config.max_fair_keys = keys.clamp(1, MAX_KEYS);
+        self
     }
 
     /// How many requests may wait for a slot (default 1000; clamped to at most 2^30).
@@ -138,16 +203,17 @@ impl BoundedQueueBuilder {
 
     /// Creates the queue: the one place its state (counts, waiters, instruments) is made. Every
     /// service the layer builds, and every clone of the layer, shares it.
-    pub fn build(self) -> BoundedQueueLayer {
+    pub fn build(self) -> BoundedQueueLayer<ErrorMode, K> {
         BoundedQueueLayer {
             shared: Shared::new(self.config),
             status_header: None,
+            key: self.key,
             _mode: PhantomData,
         }
     }
 }
 
-impl std::fmt::Debug for BoundedQueueBuilder {
+impl<K> std::fmt::Debug for BoundedQueueBuilder<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BoundedQueueBuilder")
             .field("concurrency", &self.config.concurrency)
@@ -156,6 +222,8 @@ impl std::fmt::Debug for BoundedQueueBuilder {
             .field("max_wait", &self.config.max_wait)
             .field("adaptive", &self.config.adaptive)
             .field("name", &self.config.name)
+            .field("fair", &self.config.fair)
+            .field("fair_keys", &self.config.max_fair_keys)
             .finish_non_exhaustive()
     }
 }
@@ -181,9 +249,13 @@ impl std::fmt::Debug for BoundedQueueBuilder {
 /// let handle = layer.handle();
 /// assert_eq!(handle.capacity(), 1000);
 /// ```
-pub struct BoundedQueueLayer<M = ErrorMode> {
+///
+/// `K` keys requests for fair share ([`BoundedQueueBuilder::fair_by`]); [`NoKey`] (the default)
+/// has none.
+pub struct BoundedQueueLayer<M = ErrorMode, K = NoKey> {
     pub(crate) shared: Arc<Shared>,
     pub(crate) status_header: Option<HeaderName>,
+    key: K,
     _mode: PhantomData<fn() -> M>,
 }
 
@@ -192,19 +264,22 @@ impl BoundedQueueLayer {
     pub fn new(concurrency: usize) -> Self {
         BoundedQueueBuilder::new(concurrency).build()
     }
+}
 
+impl<K> BoundedQueueLayer<ErrorMode, K> {
     /// Answers with HTTP responses instead of errors (503, 504, gRPC status); the layer keeps
     /// its queue.
-    pub fn http(self) -> BoundedQueueLayer<HttpMode> {
+    pub fn http(self) -> BoundedQueueLayer<HttpMode, K> {
         BoundedQueueLayer {
             shared: self.shared,
             status_header: None,
+            key: self.key,
             _mode: PhantomData,
         }
     }
 }
 
-impl BoundedQueueLayer<HttpMode> {
+impl<K> BoundedQueueLayer<HttpMode, K> {
     /// Adds a header carrying the queue's [`QueueStatus`](crate::QueueStatus) (`healthy`,
     /// `degraded`, `overloaded`, `critical`) to every response, so an upstream router can steer
     /// away before requests are rejected. Usually [`X_OVERLOAD_STATUS`](crate::X_OVERLOAD_STATUS).
@@ -214,24 +289,25 @@ impl BoundedQueueLayer<HttpMode> {
     }
 }
 
-impl<M> BoundedQueueLayer<M> {
+impl<M, K> BoundedQueueLayer<M, K> {
     /// A handle on this layer's queue.
     pub fn handle(&self) -> QueueHandle {
         QueueHandle::new(Arc::clone(&self.shared))
     }
 }
 
-impl<M> Clone for BoundedQueueLayer<M> {
+impl<M, K: Clone> Clone for BoundedQueueLayer<M, K> {
     fn clone(&self) -> Self {
         Self {
             shared: Arc::clone(&self.shared),
             status_header: self.status_header.clone(),
+            key: self.key.clone(),
             _mode: PhantomData,
         }
     }
 }
 
-impl<M> std::fmt::Debug for BoundedQueueLayer<M> {
+impl<M, K> std::fmt::Debug for BoundedQueueLayer<M, K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BoundedQueueLayer")
             .field("queue", &self.shared)
@@ -240,10 +316,15 @@ impl<M> std::fmt::Debug for BoundedQueueLayer<M> {
     }
 }
 
-impl<S, M> Layer<S> for BoundedQueueLayer<M> {
-    type Service = BoundedQueue<S, M>;
+impl<S, M, K: Clone> Layer<S> for BoundedQueueLayer<M, K> {
+    type Service = BoundedQueue<S, M, K>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        BoundedQueue::new(inner, Arc::clone(&self.shared), self.status_header.clone())
+        BoundedQueue::new(
+            inner,
+            Arc::clone(&self.shared),
+            self.status_header.clone(),
+            self.key.clone(),
+        )
     }
 }

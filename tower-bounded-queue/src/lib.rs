@@ -52,6 +52,10 @@
 //!   between a floor and a ceiling by AIMD on the latency and failures of completed requests,
 //!   and the queue still rejects at `capacity`. Read it with
 //!   [`QueueHandle::concurrency_limit`].
+//! - **Fair share** ([`BoundedQueueBuilder::fair_by`], [`fair`]): while requests wait, each key
+//!   (a tenant, a flow) holds at most its share of the capacity and waiters are served across
+//!   keys in turn, so one tenant flooding the queue cannot shut the others out. Refusals carry
+//!   [`OverloadReason::FairShare`]; keys are bounded (64 by default, the rest share one).
 //! - **Status**: [`QueueHandle::status`] is [`QueueStatus`] healthy / degraded / overloaded /
 //!   critical (50% and 80% of capacity by default, critical when full).
 //! - **HTTP mode**: [`BoundedQueueLayer::http`] answers 503 with `Retry-After` and
@@ -63,7 +67,8 @@
 //!   and its clones share it and have no setters.
 //! - **Metrics** on the OpenTelemetry API (a [`Meter`](opentelemetry::metrics::Meter) you pass, or
 //!   the global one): `tower.queue.depth`, `tower.queue.in_flight`, `tower.queue.rejections`
-//!   (attribute `reason`: `full`, `dropped_oldest`, `queue_timeout`, `deadline`, `closed`),
+//!   (attribute `reason`: `full`, `dropped_oldest`, `queue_timeout`, `deadline`, `closed`, and
+//!   with fair share `fair_share`),
 //!   `tower.queue.wait` (seconds), `tower.queue.status` (0 to 3) and
 //!   `tower.queue.concurrency_limit` (fixed or adaptive) and, for an adaptive limit,
 //!   `tower.queue.concurrency_floor`, each with `tower.queue.name`. Each
@@ -89,6 +94,7 @@ mod adaptive;
 mod admission;
 mod config;
 mod error;
+pub mod fair;
 mod future;
 mod handle;
 mod http;
@@ -97,6 +103,7 @@ mod metrics;
 mod service;
 mod status;
 mod trace;
+mod waiting;
 
 pub use crate::adaptive::Adaptive;
 pub use crate::error::{OverloadReason, Overloaded, QueueTimeout};

@@ -34,14 +34,16 @@ pub(crate) enum Reason {
     #[cfg_attr(not(feature = "deadline"), allow(dead_code))]
     Deadline = 3,
     Closed = 4,
+    FairShare = 5,
 }
 
-const REASONS: [&str; 5] = [
+const REASONS: [&str; 6] = [
     "full",
     "dropped_oldest",
     "queue_timeout",
     "deadline",
     "closed",
+    "fair_share",
 ];
 
 impl Reason {
@@ -64,7 +66,7 @@ pub(crate) struct Metrics {
     deadline: tower_deadline::DeadlineMetrics,
     wait: Histogram<f64>,
     name: [KeyValue; 1],
-    reasons: [[KeyValue; 2]; 5],
+    reasons: [[KeyValue; 2]; 6],
     _depth: ObservableUpDownCounter<i64>,
     _in_flight: ObservableUpDownCounter<i64>,
     _status: ObservableGauge<u64>,
@@ -154,8 +156,14 @@ impl Metrics {
             .with_unit("{request}")
             .build();
         // Every reason exists from the first collection, at 0: a rate over a series that
-        // appears only with its first rejection is empty, not zero.
-        for attributes in &reasons {
+        // appears only with its first rejection is empty, not zero. `fair_share` only where
+        // fair share is on.
+        let known = if config.fair {
+            REASONS.len()
+        } else {
+            Reason::FairShare as usize
+        };
+        for attributes in &reasons[..known] {
             rejections.add(0, attributes);
         }
         Self {

@@ -10,6 +10,7 @@ use tower_service::Service;
 
 use crate::BoxError;
 use crate::admission::Shared;
+use crate::fair::{FairKey, NoKey};
 use crate::future::{Admit, HttpAnswer, ResponseFuture, is_err};
 use crate::handle::QueueHandle;
 use crate::http::{deadline_of, failed_answer};
@@ -35,19 +36,28 @@ use crate::http::{deadline_of, failed_answer};
 /// `poll_ready` is always ready: the queue never applies backpressure, it decides in `call`. The
 /// response future drives a clone of `S` (`poll_ready`, then `call`) once admitted, so `S` must be
 /// `Clone` (axum routers and most tower stacks are).
-pub struct BoundedQueue<S, M = ErrorMode> {
+///
+/// `K` keys requests for fair share ([`crate::fair`]); [`NoKey`] (the default) has none.
+pub struct BoundedQueue<S, M = ErrorMode, K = NoKey> {
     inner: S,
     shared: Arc<Shared>,
     status_header: Option<HeaderName>,
+    key: K,
     _mode: PhantomData<fn() -> M>,
 }
 
-impl<S, M> BoundedQueue<S, M> {
-    pub(crate) fn new(inner: S, shared: Arc<Shared>, status_header: Option<HeaderName>) -> Self {
+impl<S, M, K> BoundedQueue<S, M, K> {
+    pub(crate) fn new(
+        inner: S,
+        shared: Arc<Shared>,
+        status_header: Option<HeaderName>,
+        key: K,
+    ) -> Self {
         Self {
             inner,
             shared,
             status_header,
+            key,
             _mode: PhantomData,
         }
     }
@@ -68,18 +78,19 @@ impl<S, M> BoundedQueue<S, M> {
     }
 }
 
-impl<S: Clone, M> Clone for BoundedQueue<S, M> {
+impl<S: Clone, M, K: Clone> Clone for BoundedQueue<S, M, K> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
             shared: Arc::clone(&self.shared),
             status_header: self.status_header.clone(),
+            key: self.key.clone(),
             _mode: PhantomData,
         }
     }
 }
 
-impl<S: std::fmt::Debug, M> std::fmt::Debug for BoundedQueue<S, M> {
+impl<S: std::fmt::Debug, M, K> std::fmt::Debug for BoundedQueue<S, M, K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BoundedQueue")
             .field("inner", &self.inner)
@@ -88,10 +99,11 @@ impl<S: std::fmt::Debug, M> std::fmt::Debug for BoundedQueue<S, M> {
     }
 }
 
-impl<S, Req> Service<Req> for BoundedQueue<S, ErrorMode>
+impl<S, Req, K> Service<Req> for BoundedQueue<S, ErrorMode, K>
 where
     S: Service<Req> + Clone,
     S::Error: Into<BoxError>,
+    K: FairKey<Req>,
 {
     type Response = S::Response;
     type Error = BoxError;
@@ -108,15 +120,17 @@ where
             &self.inner,
             request,
             crate::current_deadline::<Req>,
+            |request| self.key.key(request, &self.shared.keys),
             is_err::<S::Response, S::Error>,
         );
         ResponseFuture::new(admit, ())
     }
 }
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for BoundedQueue<S, HttpMode>
+impl<S, ReqBody, ResBody, K> Service<Request<ReqBody>> for BoundedQueue<S, HttpMode, K>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    K: FairKey<Request<ReqBody>>,
 {
     type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
@@ -137,6 +151,7 @@ where
             &self.inner,
             request,
             deadline_of::<ReqBody>,
+            |request| self.key.key(request, &self.shared.keys),
             failed_answer::<ResBody, S::Error>,
         );
         ResponseFuture::new(admit, HttpAnswer { protocol, status })

@@ -226,4 +226,18 @@ fn every_rejection_reason_is_a_series_at_zero_from_the_start() {
     );
     assert!(reasons.iter().all(|r| r.ends_with("=0")), "{reasons:?}");
     drop(layer);
+
+    // With fair share, its reason too.
+    let layer = BoundedQueueBuilder::new(1)
+        .name("fair")
+        .meter(&metrics.meter())
+        .fair_by(|n: &u32| Some(*n))
+        .build();
+    let fair = metrics.matching(
+        "tower.queue.rejections",
+        &[("tower.queue.name", "fair"), ("reason", "fair_share")],
+    );
+    assert_eq!(fair.len(), 1);
+    assert_eq!(fair[0].sum, 0.0);
+    drop(layer);
 }

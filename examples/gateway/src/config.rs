@@ -273,6 +273,17 @@ pub struct Args {
     )]
     pub trust_forwarded: String,
 
+    /// Fair share in the queue: `off`, or `tenant` (by `x-tenant-id`; requests without one
+    /// share a key): while requests wait, a tenant holds at most its share of the queue and
+    /// tenants are served in turn.
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        env = "GATEWAY_FAIR_SHARE_BY",
+        default_value = "off"
+    )]
+    pub fair_share_by: String,
+
     /// The feature flags and the tenant allowlist, shared with the other example.
     #[command(flatten)]
     pub flags: example_support::settings::FeatureFlags,
@@ -370,6 +381,8 @@ pub struct Settings {
     pub circuit_breaker: bool,
     /// What the gateway allows clients (connections, time, sizes, header shapes).
     pub edge: EdgeLimits,
+    /// Fair share between tenants in the queue (`GATEWAY_FAIR_SHARE_BY=tenant`).
+    pub fair_share_by_tenant: bool,
 }
 
 /// A CP2 flag: on or off for every request, or on for a whole-number share of them (`10%`).
@@ -414,7 +427,7 @@ fn parse_share<'a>(
 /// Every setting a user can give, by command-line flag and by the name its errors report: what
 /// the property test below and the fuzz target (`fuzz/fuzz_targets/settings.rs`) feed text to.
 #[cfg_attr(not(test), allow(dead_code))]
-pub const EVERY_SETTING: [(&str, &str); 30] = [
+pub const EVERY_SETTING: [(&str, &str); 31] = [
     ("--listen", "GATEWAY_LISTEN"),
     ("--log-format", "GATEWAY_LOG_FORMAT"),
     ("--workers", "GATEWAY_WORKERS"),
@@ -451,6 +464,7 @@ pub const EVERY_SETTING: [(&str, &str); 30] = [
         "GATEWAY_REJECT_UNDERSCORE_HEADERS",
     ),
     ("--trust-forwarded", "GATEWAY_TRUST_FORWARDED"),
+    ("--fair-share-by", "GATEWAY_FAIR_SHARE_BY"),
 ];
 
 /// The edge's limits from their settings; HTTP/2 windows within what the protocol allows
@@ -649,6 +663,17 @@ impl Settings {
         };
         let faults = parse_faults(args)?;
         let edge = parse_edge(args)?;
+        let fair_share_by_tenant = match args.fair_share_by.trim() {
+            f if f.eq_ignore_ascii_case("off") => false,
+            f if f.eq_ignore_ascii_case("tenant") => true,
+            _ => {
+                return Err(invalid(
+                    "GATEWAY_FAIR_SHARE_BY",
+                    &args.fair_share_by,
+                    "off or tenant",
+                ));
+            }
+        };
         const DAY_MS: u64 = 86_400_000;
         let workers = match parse_number("GATEWAY_WORKERS", &args.workers, 0, 1024)? {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
@@ -701,6 +726,7 @@ impl Settings {
                 .map(String::from)
                 .collect(),
             edge,
+            fair_share_by_tenant,
         })
     }
 }

@@ -32,6 +32,7 @@ use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::trace::SdkTracer;
 use tower::util::MapRequestLayer;
 use tower::{BoxError, Service, ServiceBuilder};
+use tower_bounded_queue::fair::ByHeader;
 use tower_bounded_queue::{BoundedQueueBuilder, QueueHandle, QueueStatus, X_OVERLOAD_STATUS};
 use tower_deadline::{ConnectDeadline, DeadlineLayer, PropagateDeadlineLayer};
 use tower_metrics_layer::prometheus::PrometheusMetrics;
@@ -347,7 +348,8 @@ pub fn build(
     let queue = flags.queue.then(|| {
         let mut builder = BoundedQueueBuilder::new(settings.max_concurrency)
             .capacity(settings.queue_capacity)
-            .name("gateway");
+            .name("gateway")
+            .fair_share(settings.fair_share_by_tenant.then(|| ByHeader::new(TENANT)));
         if let Some(meter) = &meter {
             builder = builder.meter(meter);
         }

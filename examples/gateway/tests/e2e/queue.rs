@@ -148,3 +148,57 @@ async fn readyz_is_503_while_the_queue_is_full() {
         StatusCode::OK
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fair_share_by_tenant_serves_a_second_tenant_through_a_flood() {
+    let upstream = Upstream::fixed(200, Duration::from_millis(300)).await;
+    let list = upstreams(&[("slow", &upstream)]);
+    let gateway = Gateway::start(&env(
+        ALL_ON,
+        &[
+            ("GATEWAY_UPSTREAMS", &list),
+            ("GATEWAY_MAX_CONCURRENCY", "1"),
+            ("GATEWAY_QUEUE_CAPACITY", "4"),
+            ("GATEWAY_FAIR_SHARE_BY", "tenant"),
+        ],
+    ));
+    let request = |tenant: &str| {
+        Request::get(gateway.url("/v1/chat"))
+            .header("x-tenant-id", tenant)
+            .body(Full::default())
+            .unwrap()
+    };
+    // Tenant a: one in flight and four waiting fill the queue; its sixth is over its share.
+    let mut flood = Vec::new();
+    for _ in 0..5 {
+        let (client, request) = (client(), request("a"));
+        flood.push(tokio::spawn(async move { send(&client, request).await }));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let over = send(&client(), request("a")).await;
+    assert_eq!(over.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(over.body.contains("fair share"), "{}", over.body);
+    // Tenant b, at a full queue, takes the place of a's newest waiter and is served next.
+    let b = send(&client(), request("b")).await;
+    assert_eq!(b.status, StatusCode::OK);
+    assert!(b.took < Duration::from_millis(800), "b waited {:?}", b.took);
+    let statuses: Vec<_> = {
+        let mut all = Vec::new();
+        for task in flood {
+            all.push(task.await.unwrap().status);
+        }
+        all
+    };
+    assert_eq!(
+        statuses.iter().filter(|s| **s == StatusCode::OK).count(),
+        4,
+        "{statuses:?}"
+    );
+    let text = get(&client(), &gateway.url("/metrics")).await.body;
+    let fair = sample_sum(
+        &text,
+        "tower_queue_rejections_total",
+        &["reason=\"fair_share\""],
+    );
+    assert_eq!(fair, 2.0, "the refused and the evicted request");
+}
