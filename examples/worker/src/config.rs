@@ -116,6 +116,11 @@ pub struct Args {
     #[arg(long, allow_hyphen_values = true, env = "WORKER_FS_ROOT")]
     pub fs_root: Option<String>,
 
+    /// This worker's id, in every reply (`"worker": ID`) so a caller can tell the workers of a
+    /// queue group apart. Unset: `worker-PID`.
+    #[arg(long, allow_hyphen_values = true, env = "WORKER_ID")]
+    pub id: Option<String>,
+
     /// The feature flags and the tenant allowlist, shared with the other example.
     #[command(flatten)]
     pub flags: example_support::settings::FeatureFlags,
@@ -141,6 +146,7 @@ pub struct Pool {
 /// Validated settings.
 #[derive(Clone, Debug)]
 pub struct Settings {
+    pub id: String,
     pub nats_url: String,
     pub subject: String,
     pub queue_group: String,
@@ -174,6 +180,23 @@ fn parse_token(setting: &'static str, value: &str) -> Result<String, ConfigError
         ));
     }
     Ok(v.to_string())
+}
+
+/// A worker id: 1 to 128 bytes, no blanks or control characters (it is a JSON string and a
+/// log field). Unset: `worker-PID`, unique among the workers of one machine.
+fn parse_id(value: Option<&str>) -> Result<String, ConfigError> {
+    let Some(value) = value else {
+        return Ok(format!("worker-{}", std::process::id()));
+    };
+    let id = value.trim();
+    if id.is_empty() || id.len() > 128 || id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(invalid(
+            "WORKER_ID",
+            value,
+            "1 to 128 bytes without blanks or control characters",
+        ));
+    }
+    Ok(id.to_string())
 }
 
 /// A pool name: 1 to 32 of `a-z 0-9 _ -`.
@@ -261,6 +284,7 @@ impl Settings {
             .map(str::to_string)
             .collect();
         Ok(Settings {
+            id: parse_id(args.id.as_deref())?,
             nats_url: nats_url.to_string(),
             subject: parse_token("WORKER_SUBJECT", &args.subject)?,
             queue_group: parse_token("WORKER_QUEUE_GROUP", &args.queue_group)?,
@@ -335,6 +359,8 @@ mod tests {
             ("--subject", "jobs.>", "WORKER_SUBJECT"),
             ("--nats-url", "http://x", "WORKER_NATS_URL"),
             ("--listen", "nowhere", "WORKER_LISTEN"),
+            ("--id", " ", "WORKER_ID"),
+            ("--id", "a b", "WORKER_ID"),
             (
                 "--cp2-queue-management-enabled",
                 "maybe",
@@ -344,6 +370,15 @@ mod tests {
             let error = settings(&[flag, value]).expect_err(value);
             assert_eq!(error.setting, setting, "{flag} {value}");
         }
+    }
+
+    #[test]
+    fn the_id_defaults_to_the_pid() {
+        let s = settings(&["--pools", "cpu=1/1"]).unwrap();
+        if std::env::var_os("WORKER_ID").is_none() {
+            assert_eq!(s.id, format!("worker-{}", std::process::id()));
+        }
+        assert_eq!(settings(&["--id", " w-1 "]).unwrap().id, "w-1");
     }
 
     #[test]

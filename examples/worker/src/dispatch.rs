@@ -3,8 +3,12 @@
 //! Admission happens here, in the receive loop: the pool's queue decides in `call`, at once,
 //! so a full pool's `overloaded` reply never waits behind other jobs, and the loop never holds
 //! more than the pools admit (a rejected job's task ends at once).
+//!
+//! Every reply leaves through [`send`], which signs it with the worker's id: in a queue group
+//! that is how a caller sees which worker answered (and, after a retry, which one took the job).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -16,6 +20,8 @@ use tokio_util::task::TaskTracker;
 use tower::{BoxError, Service, ServiceExt};
 use tower_bounded_queue::Overloaded;
 use tower_deadline::{Deadline, DeadlineExceeded, wire};
+use tower_reliability_core::Rejection;
+use worker::protocol::REQUEST_TIMEOUT_HEADER;
 
 use crate::config::Settings;
 use crate::job::{self, Job, Reply, Status};
@@ -24,9 +30,11 @@ use crate::traces;
 
 /// Deadline headers, as the HTTP side reads them (the tightest wins).
 const GRPC_TIMEOUT: &str = "grpc-timeout";
-const MILLIS_HEADERS: [&str; 2] = ["x-request-timeout-ms", "x-envoy-expected-rq-timeout-ms"];
+const MILLIS_HEADERS: [&str; 2] = [REQUEST_TIMEOUT_HEADER, "x-envoy-expected-rq-timeout-ms"];
 
 pub struct Dispatcher {
+    /// `WORKER_ID`, put in every reply.
+    worker: Arc<str>,
     pools: HashMap<String, PoolService>,
     default_pool: String,
     /// `Some(cap)` when deadlines are on.
@@ -69,6 +77,7 @@ impl Dispatcher {
         tracer: Option<SdkTracer>,
     ) -> Self {
         Self {
+            worker: Arc::from(settings.id.as_str()),
             pools,
             default_pool: settings.default_pool.clone(),
             cap: settings.flags.timeout.then_some(settings.timeout),
@@ -92,7 +101,7 @@ impl Dispatcher {
             Err(error) => {
                 tracing::debug!(%error, "invalid job");
                 let reply = Reply::refused(String::new(), None, Status::Invalid, error);
-                self.send(reply_to, &reply).await;
+                self.send(reply_to, reply).await;
                 return;
             }
         };
@@ -104,7 +113,7 @@ impl Dispatcher {
         let Some(service) = self.pools.get_mut(&pool) else {
             let error = format!("no pool named {pool:?}");
             let reply = Reply::refused(id, Some(pool), Status::Invalid, error);
-            self.send(reply_to, &reply).await;
+            self.send(reply_to, reply).await;
             return;
         };
         let deadline = self
@@ -122,7 +131,7 @@ impl Dispatcher {
             Ok(service) => service,
             Err(error) => {
                 let reply = Reply::refused(id, Some(pool), Status::Failed, error.to_string());
-                self.send(reply_to, &reply).await;
+                self.send(reply_to, reply).await;
                 return;
             }
         };
@@ -143,13 +152,15 @@ impl Dispatcher {
             None => service.call(job),
         };
         let client = self.client.clone();
+        let worker = Arc::clone(&self.worker);
         let job = async move {
             let reply = match future.await {
                 Ok(reply) => reply,
                 Err(error) => refusal(id, pool, &error),
             };
-            send(&client, reply_to, &reply).await;
-            reply.status
+            let status = reply.status;
+            send(&client, &worker, reply_to, reply).await;
+            status
         };
         match span {
             Some(cx) => {
@@ -166,28 +177,36 @@ impl Dispatcher {
         }
     }
 
-    async fn send(&self, reply_to: Option<Subject>, reply: &Reply) {
-        send(&self.client, reply_to, reply).await;
+    async fn send(&self, reply_to: Option<Subject>, reply: Reply) {
+        send(&self.client, &self.worker, reply_to, reply).await;
     }
 }
 
-/// The reply for a job that the pool turned away or that failed outside its steps.
+/// The reply for a job that the pool turned away or that failed outside its steps. A full pool
+/// says when it expects room (its queue's `Retry-After`), for the caller that resubmits.
 fn refusal(id: String, pool: String, error: &BoxError) -> Reply {
-    let status = if error.is::<Overloaded>() {
+    let mut retry_after = None;
+    let status = if let Some(overloaded) = error.downcast_ref::<Overloaded>() {
+        retry_after = overloaded.retry_after();
         Status::Overloaded
     } else if error.is::<DeadlineExceeded>() {
         Status::Timeout
     } else {
         Status::Failed
     };
-    Reply::refused(id, Some(pool), status, error.to_string())
+    Reply {
+        retry_after_ms: retry_after.map(|after| after.as_millis().try_into().unwrap_or(u64::MAX)),
+        ..Reply::refused(id, Some(pool), status, error.to_string())
+    }
 }
 
-async fn send(client: &Client, reply_to: Option<Subject>, reply: &Reply) {
+/// Signs `reply` with the worker's id and sends it to `reply_to`.
+async fn send(client: &Client, worker: &str, reply_to: Option<Subject>, mut reply: Reply) {
     let Some(subject) = reply_to else {
         return; // published without a reply subject: fire and forget
     };
-    match serde_json::to_vec(reply) {
+    reply.worker = Some(worker.to_string());
+    match serde_json::to_vec(&reply) {
         Ok(payload) => {
             if let Err(error) = client.publish(subject, payload.into()).await {
                 tracing::warn!(%error, id = %reply.id, "cannot send the reply");
@@ -200,6 +219,24 @@ async fn send(client: &Client, reply_to: Option<Subject>, reply: &Reply) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_full_pool_says_when_it_expects_room() {
+        // One slot, no waiting room, taken by a job that never ends.
+        let mut pool = tower::Layer::layer(
+            &tower_bounded_queue::BoundedQueueBuilder::new(1)
+                .capacity(0)
+                .build(),
+            tower::service_fn(|()| std::future::pending::<Result<(), BoxError>>()),
+        );
+        let _running = pool.ready().await.unwrap().call(());
+        let overloaded = pool.ready().await.unwrap().call(()).await.unwrap_err();
+        let reply = refusal("j".into(), "gpu".into(), &overloaded);
+        assert_eq!(reply.status, Status::Overloaded);
+        assert_eq!(reply.retry_after_ms, Some(1000));
+        let other = refusal("j".into(), "gpu".into(), &"boom".into());
+        assert_eq!((other.status, other.retry_after_ms), (Status::Failed, None));
+    }
 
     #[test]
     fn deadline_headers_take_the_tightest_under_the_cap() {

@@ -1,73 +1,16 @@
-//! The job format (JSON on the wire) and the reply.
+//! A job as the worker resolves it, and the checks a job must pass before it runs.
 //!
-//! ```json
-//! {"id": "j-1", "tenant": "acme", "pool": "io",
-//!  "steps": [{"type": "http_call", "url": "http://127.0.0.1:9000/v1/x"},
-//!            {"type": "fs_write", "path": "out/j-1.txt", "data": "hello"},
-//!            {"type": "fs_read", "path": "out/j-1.txt"},
-//!            {"type": "sleep", "ms": 10}]}
-//! ```
-//!
-//! Replies: `{"id": "j-1", "status": "ok", "pool": "io", "steps": [...]}` with `status` one of
-//! `ok`, `failed`, `timeout`, `overloaded`, `invalid`.
+//! The wire format itself (the job, the reply) is the library's [`worker::protocol`], shared
+//! with the caller's client; re-exported here so the worker's modules name it in one place.
 
-use serde::{Deserialize, Serialize};
 use tower_deadline::Deadline;
+
+pub use worker::protocol::{JobSpec, Reply, STEP_KINDS, Status, Step, StepReport};
 
 /// Most steps in one job.
 pub const MAX_STEPS: usize = 64;
 /// Longest `sleep` step, in milliseconds (the deadline cap bounds it further when on).
 pub const MAX_SLEEP_MS: u64 = 600_000;
-
-/// One step, as sent.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Step {
-    /// An HTTP request to a provider; 2xx is success.
-    HttpCall {
-        url: String,
-        #[serde(default)]
-        method: Option<String>,
-        #[serde(default)]
-        body: Option<String>,
-    },
-    /// Read a file under the worker's FS root.
-    FsRead { path: String },
-    /// Write (create or replace) a file under the worker's FS root.
-    FsWrite {
-        path: String,
-        #[serde(default)]
-        data: String,
-    },
-    /// Wait, standing in for work.
-    Sleep { ms: u64 },
-}
-
-impl Step {
-    /// The `step.type` label: four constants.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Step::HttpCall { .. } => "http_call",
-            Step::FsRead { .. } => "fs_read",
-            Step::FsWrite { .. } => "fs_write",
-            Step::Sleep { .. } => "sleep",
-        }
-    }
-}
-
-pub const STEP_KINDS: [&str; 4] = ["http_call", "fs_read", "fs_write", "sleep"];
-
-/// A job, as sent.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-pub struct JobSpec {
-    #[serde(default)]
-    pub id: Option<String>,
-    #[serde(default)]
-    pub tenant: Option<String>,
-    #[serde(default)]
-    pub pool: Option<String>,
-    pub steps: Vec<Step>,
-}
 
 /// A job as the services see it: validated, with its pool and deadline resolved.
 #[derive(Clone, Debug)]
@@ -78,71 +21,6 @@ pub struct Job {
     pub steps: Vec<Step>,
     /// `None` when deadlines are off.
     pub deadline: Option<Deadline>,
-}
-
-/// What became of a job.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    /// Every step succeeded.
-    Ok,
-    /// A step failed (provider error, I/O error); later steps did not run.
-    Failed,
-    /// The job's deadline or a step's budget passed; later steps did not run.
-    Timeout,
-    /// The pool was full (or draining): the job never started. The caller may resubmit.
-    Overloaded,
-    /// The message was not a valid job: nothing ran.
-    Invalid,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Ok => "ok",
-            Status::Failed => "failed",
-            Status::Timeout => "timeout",
-            Status::Overloaded => "overloaded",
-            Status::Invalid => "invalid",
-        }
-    }
-}
-
-/// One step's result, in the reply.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct StepReport {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub status: Status,
-    pub ms: f64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-}
-
-/// The reply to a job, sent to its reply subject.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct Reply {
-    pub id: String,
-    pub status: Status,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pool: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub steps: Vec<StepReport>,
-    /// What went wrong, with the numbers (capacity and depth, budget and elapsed, attempts).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-impl Reply {
-    pub fn refused(id: String, pool: Option<String>, status: Status, error: String) -> Self {
-        Reply {
-            id,
-            status,
-            pool,
-            steps: Vec::new(),
-            error: Some(error),
-        }
-    }
 }
 
 /// Longest accepted `id` / `tenant` (longer ones are refused, not cut).
@@ -210,21 +88,5 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
-    }
-
-    #[test]
-    fn replies_round_trip() {
-        let reply = Reply::refused(
-            "j".into(),
-            Some("gpu".into()),
-            Status::Overloaded,
-            "full".into(),
-        );
-        let text = serde_json::to_string(&reply).unwrap();
-        assert_eq!(
-            text,
-            r#"{"id":"j","status":"overloaded","pool":"gpu","error":"full"}"#
-        );
-        assert_eq!(serde_json::from_str::<Reply>(&text).unwrap(), reply);
     }
 }

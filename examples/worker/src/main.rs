@@ -134,6 +134,7 @@ async fn run(
     // The server knows the subscription once the flush returns: jobs sent from now on arrive.
     client.flush().await?;
     tracing::info!(
+        id = %settings.id,
         nats = %settings.nats_url,
         subject = %settings.subject,
         queue_group = %settings.queue_group,

@@ -49,9 +49,12 @@ impl Service<Job> for JobRunner {
             let mut reply = Reply {
                 id: job.id.clone(),
                 status: Status::Ok,
+                // Signed by dispatch, which sends every reply.
+                worker: None,
                 pool: Some(job.pool.clone()),
                 steps: Vec::with_capacity(job.steps.len()),
                 error: None,
+                retry_after_ms: None,
             };
             for (index, step) in job.steps.into_iter().enumerate() {
                 let kind = step.kind();
