@@ -4,7 +4,9 @@
 //! (throughput over two upstreams against nginx, latency at a fixed rate, overload, retry
 //! efficiency), then every crate's criterion benchmarks in criterion's
 //! quick mode, and regenerates `BENCHMARKS.md`. `--quick` is CI's smoke run: debug builds, short
-//! phases, criterion benchmarks run once each as tests, output in `target/bench-quick.md`.
+//! phases, criterion benchmarks run once each as tests, output in `target/bench-quick.md`; it
+//! fails if the gateway's instructions per request (callgrind, flags off and all on) grew by
+//! more than 10% over the figures `BENCHMARKS.md` records.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -45,7 +47,24 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     ];
     run.extend(["--out".to_string(), system_md.clone()]);
     if quick {
-        run.push("--quick".into());
+        // The instruction guard reads the figures the last full run recorded.
+        run.extend([
+            "--quick".into(),
+            "--benchmarks".into(),
+            "BENCHMARKS.md".into(),
+        ]);
+    } else {
+        // A debug build too: the guard's figures are counted on the build CI runs.
+        step(
+            "bench: build (debug)",
+            &cargo,
+            &["build", "-p", "gateway"],
+            &[],
+        )?;
+        run.extend([
+            "--debug-gateway".to_string(),
+            format!("{target}/debug/gateway"),
+        ]);
     }
     let run: Vec<&str> = run.iter().map(String::as_str).collect();
     step("bench: system", &format!("{bin}/xtask-bench"), &run, &[])?;

@@ -52,7 +52,7 @@ impl Report {
     }
 }
 
-fn request(addr: SocketAddr, path: &str, id: Option<u64>) -> Request<Empty<Bytes>> {
+pub(crate) fn request(addr: SocketAddr, path: &str, id: Option<u64>) -> Request<Empty<Bytes>> {
     // Host too: hyper's connection-level client sends only what it is given, and HTTP/1.1
     // servers such as nginx answer 400 to a request without it.
     let mut builder =
@@ -64,7 +64,7 @@ fn request(addr: SocketAddr, path: &str, id: Option<u64>) -> Request<Empty<Bytes
 }
 
 /// The answer's status after reading its whole body, or 0 for a transport error.
-async fn read_status<E>(
+pub(crate) async fn read_status<E>(
     answer: impl std::future::Future<Output = Result<http::Response<hyper::body::Incoming>, E>>,
 ) -> u16 {
     match answer.await {
@@ -93,7 +93,7 @@ async fn gather(
 }
 
 /// One keep-alive HTTP/1.1 connection to `addr`, its driver spawned.
-async fn connect(
+pub(crate) async fn connect(
     addr: SocketAddr,
 ) -> Result<hyper::client::conn::http1::SendRequest<Empty<Bytes>>, String> {
     let stream = tokio::net::TcpStream::connect(addr)

@@ -6,12 +6,17 @@
 //! - `naive-retry-proxy URL`: a proxy retrying every failure with plain `tower::retry`;
 //! - `soak [--secs N] [--gateway PATH] [--out FILE]`: 10x overload for N seconds, memory, file
 //!   descriptors and tasks sampled; fails unless they stay flat;
-//! - `run [--quick] [--gateway PATH] [--out FILE]`: runs the whole benchmark and writes markdown;
+//! - `run [--quick] [--gateway PATH] [--debug-gateway PATH] [--benchmarks FILE] [--out FILE]`:
+//!   runs the whole benchmark and writes markdown, instructions per request included (callgrind;
+//!   `--quick` checks them against the figures recorded in FILE);
 //!   with nginx installed it also starts nginx (module `nginx`) as the peer proxy and as a
 //!   third-party upstream.
 //!
+//! - `instructions [--gateway PATH]`: only the instructions-per-request table (callgrind), printed;
+//!
 //! Every server binds 127.0.0.1 on port 0 and prints `listening on http://ADDR` on stdout.
 
+mod instructions;
 mod load;
 mod nginx;
 mod process;
@@ -31,9 +36,11 @@ fn main() -> ExitCode {
         Some("naive-retry-proxy") => proxy::main(arg(1), true),
         Some("run") => run::main(&args[1..]),
         Some("soak") => soak::main(&args[1..]),
+        Some("instructions") => instructions::main(&args[1..]),
         _ => Err(
             "usage: xtask-bench upstream fast|slow|mixed|faulty | bare-proxy URL | \
                   naive-retry-proxy URL | soak [--secs N] [--gateway PATH] [--out FILE] | \
+                  instructions [--gateway PATH] | \
                   run [--quick] [--gateway PATH] [--out FILE]"
                 .to_string(),
         ),

@@ -14,6 +14,8 @@ use std::time::Duration;
 pub(crate) struct Server {
     child: Child,
     pub(crate) addr: SocketAddr,
+    /// Reaped already: its PID may belong to another process now, so it gets no signal.
+    reaped: bool,
 }
 
 impl Server {
@@ -47,6 +49,7 @@ impl Server {
         let mut server = Self {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            reaped: false,
         };
         let addr = wait
             .recv_timeout(Duration::from_secs(30))
@@ -75,9 +78,34 @@ impl Server {
     }
 }
 
+impl Server {
+    /// SIGTERM, then waits up to `limit` for the process to end by itself (a program under
+    /// valgrind needs longer than [`stop`] allows, and writes its counts only as it ends);
+    /// whether it did. SIGKILL after that.
+    pub(crate) fn terminate_within(&mut self, limit: Duration) -> bool {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                self.reaped = true;
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.reaped = true;
+        false
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
-        stop(&mut self.child);
+        if !self.reaped {
+            stop(&mut self.child);
+        }
     }
 }
 

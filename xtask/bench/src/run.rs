@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use crate::instructions;
 use crate::load::{self, Report};
 use crate::nginx::{self, Nginx};
 use crate::process::Server;
@@ -76,12 +77,18 @@ pub(crate) const ALL_FLAGS: [&str; 4] = [
 pub(crate) fn main(args: &[String]) -> Result<(), String> {
     let mut quick = false;
     let mut gateway = None;
+    let mut debug_gateway = None;
+    let mut benchmarks = None;
     let mut out = None;
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => quick = true,
             "--gateway" => gateway = args.next().map(PathBuf::from),
+            // Full mode: a debug build, to record the instruction guard's figures.
+            "--debug-gateway" => debug_gateway = args.next().map(PathBuf::from),
+            // Quick mode: where the guard's recorded figures are.
+            "--benchmarks" => benchmarks = args.next().map(PathBuf::from),
             "--out" => out = args.next().map(PathBuf::from),
             other => return Err(format!("unknown argument `{other}`")),
         }
@@ -113,6 +120,19 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
         overload(&me, &gateway, &settings, &mut markdown).await?;
         retry_efficiency(&me, &gateway, &settings, &mut markdown).await?;
         timeout_compliance(&me, &gateway, &settings, &mut markdown).await?;
+        let upstream = Server::start(&me, &["upstream", "fast"], &[])?;
+        let upstream_url = format!("http://{}", upstream.addr);
+        if quick {
+            if let Some(benchmarks) = &benchmarks {
+                instructions::guard(&gateway, &upstream_url, benchmarks, &mut markdown).await?;
+            }
+        } else {
+            instructions::table(&gateway, &upstream_url, &mut markdown).await?;
+            if let Some(debug_gateway) = &debug_gateway {
+                let figures = instructions::guard_figures(debug_gateway, &upstream_url).await?;
+                let _ = writeln!(markdown, "\n{}", instructions::guard_line(figures));
+            }
+        }
         Ok::<_, String>(markdown)
     })?;
     match out {
