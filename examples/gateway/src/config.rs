@@ -311,8 +311,12 @@ pub enum LogFormat {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Upstream {
     pub name: String,
-    /// `http://host:port` plus an optional path prefix without trailing slash.
+    /// `http://host:port` plus an optional path prefix without trailing slash: the first
+    /// instance's.
     pub base: String,
+    /// Every instance's `http://host:port[/prefix]`, `base` first; several are balanced
+    /// (`balance`).
+    pub instances: Vec<String>,
 }
 
 /// The four feature flags (`CP2_*`), as one request sees them.
@@ -551,7 +555,11 @@ fn parse_faults(args: &Args) -> Result<Faults, ConfigError> {
     })
 }
 
-/// Parses `name=url,...`: names unique and non-empty, URLs `http://host[:port][/prefix]`.
+/// The most instances one provider may name.
+const MAX_INSTANCES: usize = 16;
+
+/// Parses `name=url[|url...],...`: names unique and non-empty, URLs `http://host[:port][/prefix]`,
+/// a provider's instances separated by `|`.
 pub fn parse_upstreams(value: &str) -> Result<Vec<Upstream>, ConfigError> {
     const SETTING: &str = "GATEWAY_UPSTREAMS";
     let expected = "comma-separated name=http://host:port entries";
@@ -573,21 +581,39 @@ pub fn parse_upstreams(value: &str) -> Result<Vec<Upstream>, ConfigError> {
                 "unique provider names of letters, digits, '-', '_', '.'",
             ));
         }
-        let uri: Uri = url.parse().map_err(|_| invalid(SETTING, value, expected))?;
-        let plain_http = uri.scheme_str() == Some("http");
-        let has_host = uri.host().is_some_and(|h| !h.is_empty());
-        let no_query = uri.query().is_none();
-        if !plain_http || !has_host || !no_query {
-            return Err(invalid(
-                SETTING,
-                value,
-                "http://host[:port][/prefix] URLs (no https, no query)",
-            ));
+        // Several instances of one provider: `http://a:1|http://b:2`, each balanced (`balance`).
+        let mut instances: Vec<String> = Vec::new();
+        for url in url.split('|').map(str::trim) {
+            let uri: Uri = url.parse().map_err(|_| invalid(SETTING, value, expected))?;
+            let plain_http = uri.scheme_str() == Some("http");
+            let has_host = uri.host().is_some_and(|h| !h.is_empty());
+            let no_query = uri.query().is_none();
+            if !plain_http || !has_host || !no_query {
+                return Err(invalid(
+                    SETTING,
+                    value,
+                    "http://host[:port][/prefix] URLs (no https, no query)",
+                ));
+            }
+            let prefix = uri.path().trim_end_matches('/');
+            let same_prefix = instances.first().is_none_or(|first| {
+                first
+                    .parse::<Uri>()
+                    .is_ok_and(|f| f.path().trim_end_matches('/') == prefix)
+            });
+            if !same_prefix || instances.len() == MAX_INSTANCES {
+                return Err(invalid(
+                    SETTING,
+                    value,
+                    "at most 16 instances per provider, separated by '|', with one path prefix",
+                ));
+            }
+            instances.push(url.trim_end_matches('/').to_string());
         }
-        let base = url.trim_end_matches('/').to_string();
         upstreams.push(Upstream {
             name: name.to_string(),
-            base,
+            base: instances[0].clone(),
+            instances,
         });
     }
     if upstreams.is_empty() {
@@ -848,14 +874,35 @@ mod tests {
             vec![
                 Upstream {
                     name: "openai".into(),
-                    base: "http://127.0.0.1:9000".into()
+                    base: "http://127.0.0.1:9000".into(),
+                    instances: vec!["http://127.0.0.1:9000".into()],
                 },
                 Upstream {
                     name: "local".into(),
-                    base: "http://10.0.0.1/api".into()
+                    base: "http://10.0.0.1/api".into(),
+                    instances: vec!["http://10.0.0.1/api".into()],
                 },
             ]
         );
+    }
+
+    #[test]
+    fn a_provider_may_name_several_instances_with_one_prefix() {
+        let list = parse_upstreams("p=http://a:1/v | http://b:2/v/ |http://c:3/v").unwrap();
+        assert_eq!(list[0].base, "http://a:1/v");
+        assert_eq!(
+            list[0].instances,
+            ["http://a:1/v", "http://b:2/v", "http://c:3/v"]
+        );
+        for bad in [
+            "p=http://a:1|http://b:2/other",
+            "p=http://a:1|",
+            "p=http://a:1|https://b",
+        ] {
+            assert!(parse_upstreams(bad).is_err(), "{bad}");
+        }
+        let seventeen: Vec<String> = (0..17).map(|i| format!("http://h:{i}")).collect();
+        assert!(parse_upstreams(&format!("p={}", seventeen.join("|"))).is_err());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The gateway as a library: its binary (`main.rs`), its tests and its fuzz target build on
 //! these modules, compiled once.
 
+pub mod balance;
 pub mod canary;
 pub mod config;
 pub mod demo_provider;

@@ -88,11 +88,15 @@ async fn run(
     let upstreams = match &settings.upstreams {
         Some(list) => list.clone(),
         None => {
-            let demo = demo_provider::start(settings.demo).await?;
-            tracing::info!(%demo, "no GATEWAY_UPSTREAMS: started the embedded demo provider");
+            // Two instances of it, so that the demo (and the dashboard) show balancing.
+            let first = demo_provider::start(settings.demo).await?;
+            let second = demo_provider::start(settings.demo).await?;
+            tracing::info!(%first, %second, "no GATEWAY_UPSTREAMS: started the embedded demo provider (two instances)");
+            let instances = vec![format!("http://{first}"), format!("http://{second}")];
             vec![Upstream {
                 name: "demo".to_string(),
-                base: format!("http://{demo}"),
+                base: instances[0].clone(),
+                instances,
             }]
         }
     };

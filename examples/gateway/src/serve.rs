@@ -3,7 +3,7 @@
 //! Each worker thread has its own single-threaded tokio runtime and its own listening socket on
 //! the shared port (`SO_REUSEPORT`: the kernel spreads new connections over the sockets). A
 //! connection, the request it carries, and the upstream connection that request borrows from
-//! that thread's pool (see [`crate::stack::SharedClient`]) all stay on one thread, so a proxied
+//! that thread's pool (see [`crate::stack::HttpClient`]) all stay on one thread, so a proxied
 //! request wakes no other thread. Under tokio's work-stealing runtime the server connection,
 //! the client connection task and the pool's channels sat on different threads about half the
 //! time, and each request paid for cross-thread wake-ups (`BENCHMARKS.md` has the figures).

@@ -3,17 +3,14 @@
 //! ```text
 //! incoming: server span -> metrics -> router -> deadline -> bounded queue -> proxy (/v1/ only)
 //! upstream: metrics (client) -> classified retry -> client span (per attempt) -> faults
-//!           -> deadline propagation -> hyper-util client
+//!           -> deadline propagation -> upstream client (per-thread HTTP/1.1 pool)
 //! ```
 //!
 //! Off means the layer is absent, not configured to do nothing: optional HTTP layers go through
 //! [`tower_reliability_core::optional`], and the router is wrapped only in the layers that are on.
 
-use std::cell::RefCell;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 
 use axum::Router;
 use axum::body::Body;
@@ -21,12 +18,11 @@ use axum::extract::State;
 use axum::handler::Handler;
 use axum::routing::get;
 use bytes::Bytes;
+use example_support::upstream_client::UpstreamClient;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, StatusCode, Uri};
 use http_body_util::Either;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use opentelemetry::metrics::{Meter, MeterProvider as _};
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::trace::SdkTracer;
@@ -39,9 +35,11 @@ use tower_metrics_layer::prometheus::PrometheusMetrics;
 use tower_metrics_layer::{LabelGuard, MetricsBuilder, RequestHead};
 use tower_reliability_core::optional;
 use tower_retry_classified::{
-    Backoff, CircuitBreakerBuilder, CircuitBreakerLayer, ReplayBody, RetryLayer,
+    Backoff, CircuitBreakerBuilder, CircuitBreakerLayer, Classification, HttpClassifier, Reason,
+    ReplayBody, RetryLayer,
 };
 
+use crate::balance::{self, BalanceLayer, Instances};
 use crate::canary::{Mode, Side, TENANT};
 use crate::config::{Settings, Upstream};
 use crate::dispatch::{ProxyFirst, is_proxied};
@@ -55,75 +53,27 @@ use crate::traces::{ClientSpanLayer, ServerSpanLayer};
 /// caller's body as it came. Either way nothing is boxed again on its way out.
 pub type UpstreamBody = Either<ReplayBody<Body>, Body>;
 
-/// The shared hyper-util client: connects bounded by min(connect timeout, request deadline).
-pub type HttpClient = Client<ConnectDeadline<HttpConnector>, UpstreamBody>;
+/// The upstream client (`example_support::upstream_client`, shared with the benchmark's bare
+/// proxy): HTTP/1.1 keep-alive with one pool per worker thread, connects bounded by
+/// min(connect timeout, request deadline).
+///
+/// Each worker (see [`crate::serve`]) runs its own runtime, and a pooled connection's task runs
+/// on the runtime that opened it. Sharing one pool across workers would hand a request on one
+/// thread a connection driven by the other, and each request would then wake a second thread.
+/// So each thread keeps its own pool; the layers above clone only the client's `Arc`.
+pub type HttpClient = UpstreamClient<ConnectDeadline<HttpConnector>, UpstreamBody>;
 
-pub fn http_client(settings: &Settings) -> SharedClient {
+pub fn http_client(settings: &Settings) -> HttpClient {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
-    SharedClient(Arc::new(ClientRecipe {
-        id: NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed),
-        connector: ConnectDeadline::new(http).budget(settings.connect_timeout),
-    }))
-}
-
-/// The upstream client, with one connection pool per worker thread.
-///
-/// Each worker (see [`crate::serve`]) runs its own runtime, and hyper-util runs every pooled
-/// connection as a task on the runtime that opened it. Sharing one pool across workers would
-/// hand a request on one thread a connection driven by the other, and each request would then
-/// wake a second thread. So each thread builds its own `Client` from this recipe on first use
-/// and keeps it; the layers above clone only this `Arc`.
-#[derive(Clone)]
-pub struct SharedClient(Arc<ClientRecipe>);
-
-struct ClientRecipe {
-    /// Tells this gateway's clients from another's in the thread-local list (tests build
-    /// several gateways in one process).
-    id: u64,
-    connector: ConnectDeadline<HttpConnector>,
-}
-
-static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    /// This thread's clients, by recipe id; almost always exactly one.
-    static CLIENTS: RefCell<Vec<(u64, HttpClient)>> = const { RefCell::new(Vec::new()) };
-}
-
-impl Service<Request<UpstreamBody>> for SharedClient {
-    type Response = Response<hyper::body::Incoming>;
-    type Error = hyper_util::client::legacy::Error;
-    type Future = hyper_util::client::legacy::ResponseFuture;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // hyper-util's client is always ready: it waits for a pooled connection in the future.
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<UpstreamBody>) -> Self::Future {
-        let recipe = &*self.0;
-        CLIENTS.with_borrow_mut(|clients| {
-            let index = match clients.iter().position(|(id, _)| *id == recipe.id) {
-                Some(index) => index,
-                None => {
-                    let client =
-                        Client::builder(TokioExecutor::new()).build(recipe.connector.clone());
-                    clients.push((recipe.id, client));
-                    clients.len() - 1
-                }
-            };
-            // `request` only builds the future; nothing here re-enters `CLIENTS`.
-            clients[index].1.request(request)
-        })
-    }
+    UpstreamClient::new(ConnectDeadline::new(http).budget(settings.connect_timeout))
 }
 
 /// The client stack for one provider. Every provider gets the same (unnamed) type, so the
 /// proxy calls it directly: no boxed service to clone, no boxed future per call.
 pub fn upstream_service(
     upstream: &Upstream,
-    client: SharedClient,
+    client: HttpClient,
     settings: &Settings,
     meter: Option<&Meter>,
     tracer: Option<&SdkTracer>,
@@ -149,8 +99,18 @@ pub fn upstream_service(
     });
     // The retry layer hands the client `Either::Left(ReplayBody<Body>)`; without it the body is
     // `Either::Right(Body)`.
+    // A provider with several instances balances each attempt over them (`balance`); a retry
+    // then goes to another instance, so the retry layer here owns retries of overloaded answers.
+    let several = upstream.instances.len() > 1;
+    let balance = several
+        .then(|| BalanceLayer::new(Instances::new(&upstream.name, &upstream.instances, meter)));
     let retry = if flags.retry {
         let mut layer = RetryLayer::for_http()
+            .classifier(
+                HttpClassifier::new()
+                    .retry_overloaded_peers(several)
+                    .refine(connect_failures_not_sent),
+            )
             .max_retries(settings.retry_max)
             .backoff(Backoff::exponential(settings.retry_base))
             .attempt_body::<UpstreamBody>();
@@ -183,16 +143,48 @@ pub fn upstream_service(
     // semantic conventions mean them; the provider's name is `provider.name`), once per call
     // whatever the retries.
     ServiceBuilder::new()
-        .map_request(move |request| target.apply(request))
+        .map_request(move |request| {
+            let request = target.apply(request);
+            if several {
+                balance::mark(request)
+            } else {
+                request
+            }
+        })
         .layer(optional(metrics))
         .layer(retry)
         // Below the retry layer, so each attempt counts; a refusal is not retried.
         .option_layer(breaker)
+        // Below the breaker: one breaker per provider, each attempt to an instance.
+        .option_layer(balance)
         .layer(ClientSpanLayer::new(tracer.cloned()))
         .layer(optional(faults))
         .option_layer(propagate)
         .map_err(Into::<BoxError>::into)
         .service(client)
+}
+
+/// The upstream client's connect failures (DNS, unreachable host, ...) never sent the request:
+/// retryable for any method, as the classifier already knows refused connections and connect
+/// timeouts to be. Its own error type is the gateway's, so the classifier is told here.
+fn connect_failures_not_sent<R>(
+    outcome: Result<&R, &BoxError>,
+    verdict: Classification,
+) -> Classification {
+    let Err(error) = outcome else {
+        return verdict;
+    };
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&**error);
+    while let Some(e) = source {
+        if let Some(e) = e.downcast_ref::<example_support::upstream_client::Error>()
+            && e.is_connect()
+            && !verdict.is_retryable()
+        {
+            return Classification::retryable(Reason::CONNECT_ERROR);
+        }
+        source = e.source();
+    }
+    verdict
 }
 
 /// What the gateway keeps back from each provider call's budget: the time to answer its caller

@@ -267,6 +267,7 @@ fn dashboard_is_a_grafana_10_dashboard() {
         "Breaker state by provider",
         "Edge refusals by reason",
         "Open client connections",
+        "Attempts by instance",
     ] {
         if !titles.iter().any(|t| t.contains(wanted)) {
             problems.push(format!("no panel or row titled with {wanted:?}"));

@@ -1,6 +1,7 @@
-//! The reference proxies the gateway is measured against: `bare` forwards each request with a
-//! hyper-util client and nothing else; `naive` adds plain `tower::retry` with a policy that retries
-//! every failure (any status >= 400 or error) with the gateway's backoff (100 ms doubling, full
+//! The reference proxies the gateway is measured against: `bare` forwards each request with the
+//! gateway's own upstream client (`example_support::upstream_client`, one keep-alive pool per
+//! thread) and nothing else; `naive` adds plain `tower::retry` with a policy that retries every
+//! failure (any status >= 400 or error) with the gateway's backoff (100 ms doubling, full
 //! jitter, at most 4 retries), i.e. what a user writes without classification.
 
 use std::convert::Infallible;
@@ -9,19 +10,19 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
+use example_support::upstream_client::{self, UpstreamClient};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tower::ServiceExt;
 use tower::retry::{Policy, Retry};
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
-type Upstream = Response<Incoming>;
+type HttpClient = UpstreamClient<HttpConnector, Full<Bytes>>;
+type Upstream = Response<upstream_client::Body<Full<Bytes>>>;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pub(crate) fn main(upstream: Option<&str>, naive_retry: bool) -> Result<(), String> {
@@ -85,7 +86,7 @@ async fn serve(
 ) -> Result<(), String> {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
-    let client: HttpClient = Client::builder(TokioExecutor::new()).build(connector);
+    let client: HttpClient = UpstreamClient::new(connector);
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
@@ -103,7 +104,7 @@ async fn serve(
     }
 }
 
-type Answer = Response<Either<Incoming, Full<Bytes>>>;
+type Answer = Response<Either<upstream_client::Body<Full<Bytes>>, Full<Bytes>>>;
 
 async fn forward(
     client: HttpClient,
@@ -148,13 +149,13 @@ struct RetryEverything {
     attempts: u32,
 }
 
-impl Policy<Request<Full<Bytes>>, Upstream, hyper_util::client::legacy::Error> for RetryEverything {
+impl Policy<Request<Full<Bytes>>, Upstream, upstream_client::Error> for RetryEverything {
     type Future = Pin<Box<dyn Future<Output = ()> + Send>>;
 
     fn retry(
         &mut self,
         _: &mut Request<Full<Bytes>>,
-        result: &mut Result<Upstream, hyper_util::client::legacy::Error>,
+        result: &mut Result<Upstream, upstream_client::Error>,
     ) -> Option<Self::Future> {
         let failed = match result {
             Ok(response) => response.status().as_u16() >= 400,

@@ -6,6 +6,7 @@
 use gateway_harness as common;
 use otlp_receiver as otlp;
 
+mod balance;
 mod breaker;
 mod canary;
 mod cardinality;
@@ -19,4 +20,5 @@ mod proxy;
 mod queue;
 mod retry;
 mod shutdown;
+mod stale_connections;
 mod traces;
