@@ -117,9 +117,7 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
             &mut markdown,
         )
         .await?;
-        overload(&me, &gateway, &settings, &mut markdown).await?;
-        retry_efficiency(&me, &gateway, &settings, &mut markdown).await?;
-        timeout_compliance(&me, &gateway, &settings, &mut markdown).await?;
+        // Instructions per request close the first section: the same requests, counted.
         let upstream = Server::start(&me, &["upstream", "fast"], &[])?;
         let upstream_url = format!("http://{}", upstream.addr);
         if quick {
@@ -133,6 +131,10 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
                 let _ = writeln!(markdown, "\n{}", instructions::guard_line(figures));
             }
         }
+        drop(upstream);
+        overload(&me, &gateway, &settings, &mut markdown).await?;
+        retry_efficiency(&me, &gateway, &settings, &mut markdown).await?;
+        timeout_compliance(&me, &gateway, &settings, &mut markdown).await?;
         Ok::<_, String>(markdown)
     })?;
     match out {
