@@ -24,9 +24,9 @@
 //! budget can make `poll_ready` pending and shed a request while the buffer is nearly empty).
 
 use std::hash::RandomState;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Waker};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Context;
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -35,6 +35,7 @@ use crate::adaptive::{Change, Limiter, Sample};
 use crate::config::Config;
 use crate::error::{OverloadReason, Overloaded};
 use crate::metrics::{Metrics, Observed, Reason};
+use crate::slot::{DROPPED, EVICTED, GRANTED, Slot, WAITING, lock};
 use crate::status::QueueStatus;
 use crate::trace;
 use crate::waiting::{Place, Waiting};
@@ -51,12 +52,6 @@ fn in_flight_of(state: u64) -> usize {
 
 fn waiting_of(state: u64) -> usize {
     ((state & WAITING_MASK) >> WAITING_SHIFT) as usize
-}
-
-/// A poisoned lock only means another request panicked while holding it; the queue itself stays
-/// consistent (every critical section leaves it valid), so keep serving.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The state shared by every clone of a queue's services, its layer and its handles.
@@ -494,53 +489,6 @@ impl Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         self.shared.release();
-    }
-}
-
-const WAITING: u8 = 0;
-const GRANTED: u8 = 1;
-const DROPPED: u8 = 2;
-/// Pushed out by a request of a key under its fair share.
-const EVICTED: u8 = 3;
-
-/// A place in the wait queue. Its status changes only under the queue lock.
-pub(crate) struct Slot {
-    status: AtomicU8,
-    waker: Mutex<Option<Waker>>,
-    /// The fair-share key it waits under ([`crate::waiting::SHARED_KEY`] without fair share).
-    pub(crate) key: u64,
-}
-
-impl Slot {
-    fn new(key: u64) -> Self {
-        Self {
-            status: AtomicU8::new(WAITING),
-            waker: Mutex::new(None),
-            key,
-        }
-    }
-
-    fn wake(&self) {
-        let waker = lock(&self.waker).take();
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-    }
-
-    /// Registers the task, then reads the status (in this order, so a grant is never missed).
-    fn poll_status(&self, cx: &mut Context<'_>) -> u8 {
-        let status = self.status.load(Ordering::Acquire);
-        if status != WAITING {
-            return status;
-        }
-        {
-            let mut waker = lock(&self.waker);
-            match &*waker {
-                Some(old) if old.will_wake(cx.waker()) => {}
-                _ => *waker = Some(cx.waker().clone()),
-            }
-        }
-        self.status.load(Ordering::Acquire)
     }
 }
 

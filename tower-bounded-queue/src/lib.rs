@@ -101,6 +101,7 @@ mod http;
 mod layer;
 mod metrics;
 mod service;
+mod slot;
 mod status;
 mod trace;
 mod waiting;

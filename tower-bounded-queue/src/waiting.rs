@@ -9,7 +9,7 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
-use crate::admission::Slot;
+use crate::slot::Slot;
 
 /// The key of requests without one, and of keys beyond `max_keys`.
 pub(crate) const SHARED_KEY: u64 = u64::MAX;

@@ -18,9 +18,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use crate::flags::{ALL_FLAGS, gateway_env};
 use crate::load;
 use crate::process::Server;
-use crate::run::{ALL_FLAGS, gateway_env};
 
 /// A configuration: its label and the flags it turns on.
 type Config = (&'static str, &'static [&'static str]);

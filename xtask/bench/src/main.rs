@@ -16,6 +16,7 @@
 //!
 //! Every server binds 127.0.0.1 on port 0 and prints `listening on http://ADDR` on stdout.
 
+mod flags;
 mod instructions;
 mod load;
 mod nginx;

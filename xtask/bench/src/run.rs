@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use crate::flags::{ALL_FLAGS, gateway_env};
 use crate::instructions;
 use crate::load::{self, Report};
 use crate::nginx::{self, Nginx};
@@ -49,30 +50,6 @@ impl Settings {
         }
     }
 }
-
-pub(crate) fn gateway_env(
-    upstream: &str,
-    flags_on: &[&str],
-    extra: &[(&'static str, String)],
-) -> Vec<(&'static str, String)> {
-    let mut env = vec![
-        ("GATEWAY_LISTEN", "127.0.0.1:0".to_string()),
-        ("GATEWAY_UPSTREAMS", format!("bench={upstream}")),
-        ("RUST_LOG", "error".to_string()),
-    ];
-    for flag in ALL_FLAGS {
-        env.push((flag, flags_on.contains(&flag).to_string()));
-    }
-    env.extend(extra.iter().cloned());
-    env
-}
-
-pub(crate) const ALL_FLAGS: [&str; 4] = [
-    "CP2_ADVANCED_RETRY_ENABLED",
-    "CP2_COMPLETE_TIMEOUT_ENABLED",
-    "CP2_QUEUE_MANAGEMENT_ENABLED",
-    "CP2_OBSERVABILITY_METRICS_ENABLED",
-];
 
 pub(crate) fn main(args: &[String]) -> Result<(), String> {
     let mut quick = false;

@@ -32,7 +32,7 @@ use pin_project_lite::pin_project;
 use tower::Service;
 use tower::util::Oneshot;
 
-use super::connection::ConnState;
+use super::state::ConnState;
 use super::{Edge, Refusal};
 
 /// A response extension by which the proxy says it answered a refusal of the edge's (a body

@@ -18,8 +18,8 @@ use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -29,78 +29,13 @@ use hyper_util::rt::TokioIo;
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tower::Service;
 
 use super::checks::EdgeService;
-use super::framing::{Event, Framing};
+use super::framing::Framing;
+use super::state::{Close, ConnState, now_ms};
 use super::{ConnectionSlot, Edge, Refusal};
-
-/// What one connection's reads and requests have shown so far; written by [`Watched`] and
-/// [`EdgeService`], read by the task's checks. Everything happens on one worker thread, so the
-/// atomics are never contended.
-#[derive(Debug, Default)]
-pub(crate) struct ConnState {
-    /// Bumped whenever bytes are read or written.
-    activity: AtomicU32,
-    /// When the head being read started, in milliseconds since [`epoch`] plus one; 0: none.
-    head_started: AtomicU64,
-    /// Heads read completely.
-    heads: AtomicU32,
-    /// The number (1-based) of the first head with `Content-Length` and `Transfer-Encoding`.
-    smuggled_head: AtomicU32,
-    /// Requests handed to the service, and responses it gave back.
-    pub(crate) requests: AtomicU32,
-    pub(crate) responses: AtomicU32,
-    /// The watchdog's word to the connection's task: how to close ([`Close`]), then a wake-up.
-    close: AtomicU8,
-    closing: Notify,
-}
-
-/// How the watchdog asks a connection to end.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-enum Close {
-    /// Finish what is in flight, then close (HTTP/2: GOAWAY first).
-    Graceful = 1,
-    /// Close now.
-    Drop = 2,
-}
-
-impl ConnState {
-    fn on(&self, event: Event) {
-        match event {
-            Event::HeadStarted => {
-                self.head_started.store(now_ms() + 1, Ordering::Relaxed);
-            }
-            Event::HeadDone { smuggling } => {
-                let number = self.heads.fetch_add(1, Ordering::Relaxed) + 1;
-                if smuggling && self.smuggled_head.load(Ordering::Relaxed) == 0 {
-                    self.smuggled_head.store(number, Ordering::Relaxed);
-                }
-                self.head_started.store(0, Ordering::Relaxed);
-            }
-            Event::Http2 => {}
-        }
-    }
-
-    fn ask_to_close(&self, how: Close) {
-        self.close.store(how as u8, Ordering::Relaxed);
-        self.closing.notify_one();
-    }
-
-    /// Whether the request numbered `number` (1-based, in arrival order) carried both a length
-    /// and a transfer coding. hyper has parsed its head from bytes [`Watched`] saw first.
-    pub(crate) fn smuggled(&self, number: u32) -> bool {
-        self.smuggled_head.load(Ordering::Relaxed) == number
-    }
-}
-
-/// Milliseconds since the first call: what [`ConnState`] stores instead of an `Instant`.
-fn now_ms() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
-}
 
 pin_project! {
     /// The client's socket, with every read followed by the connection's [`Framing`].
@@ -349,6 +284,7 @@ fn refusal_of(error: &(dyn std::error::Error + 'static)) -> Option<Refusal> {
 mod tests {
     use super::*;
     use crate::edge::EdgeLimits;
+    use crate::edge::framing::Event;
 
     fn edge(header: u64, idle: u64) -> Arc<Edge> {
         Edge::new(

@@ -22,6 +22,7 @@
 pub mod checks;
 pub mod connection;
 pub(crate) mod framing;
+pub(crate) mod state;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
