@@ -13,7 +13,7 @@
 //! ([`crate::edge`]): the connection limit holds over all workers.
 //!
 //! Each worker accepts its own connections and serves them through the edge
-//! ([`crate::edge::connection::serve`]): a connection beyond the limit is closed as soon as it
+//! (`crate::edge::connection::serve`): a connection beyond the limit is closed as soon as it
 //! is accepted and counted (`connection_limit`), so whatever a client opens, the gateway holds
 //! at most `max_connections`.
 

@@ -1,12 +1,12 @@
 //! The per-request checks at the edge, before any layer: the request's shape and size, and the
 //! forwarding headers.
 //!
-//! [`EdgeService`] is the service hyper calls for each request of one connection. It refuses
+//! `EdgeService` is the service hyper calls for each request of one connection. It refuses
 //! what must not reach a provider, answering at once and counting the reason:
 //!
 //! | request | answer | reason |
 //! |---|---|---|
-//! | `Content-Length` with `Transfer-Encoding` (HTTP/1, seen by [`super::framing`]) | 400, connection closed | `content_length_with_transfer_encoding` |
+//! | `Content-Length` with `Transfer-Encoding` (HTTP/1, seen by `super::framing`) | 400, connection closed | `content_length_with_transfer_encoding` |
 //! | a header name with `_` (when `reject_underscore_headers`) | 400 | `underscore_header` |
 //! | a declared `Content-Length` over `max_body_bytes` | 413, body unread, connection closed | `body_too_large` |
 //! | a body without a declared length that grows past `max_body_bytes` | 413 if no answer started | `body_too_large` |
@@ -36,7 +36,7 @@ use super::state::ConnState;
 use super::{Edge, Refusal};
 
 /// A response extension by which the proxy says it answered a refusal of the edge's (a body
-/// that grew past the limit while streaming), so that [`EdgeService`] counts it.
+/// that grew past the limit while streaming), so that `EdgeService` counts it.
 #[derive(Clone, Copy, Debug)]
 pub struct Refused(pub Refusal);
 
@@ -191,7 +191,7 @@ impl Drop for Answered {
 }
 
 pin_project! {
-    /// The response of [`EdgeService`]: a refusal at once, or the app's answer.
+    /// The response of `EdgeService`: a refusal at once, or the app's answer.
     pub(crate) struct EdgeFuture<S>
     where
         S: Service<Request<Body>>,

@@ -1,9 +1,9 @@
 //! One client connection: its bytes watched, its time limits kept, its end counted.
 //!
-//! [`Watched`] sits between the socket and hyper. It feeds what hyper reads to the connection's
-//! [`Framing`] and notes, in [`ConnState`], when a request head started and ended, whether one
+//! `Watched` sits between the socket and hyper. It feeds what hyper reads to the connection's
+//! `Framing` and notes, in `ConnState`, when a request head started and ended, whether one
 //! smuggled a length past a transfer coding, and that bytes moved at all. The task serving the
-//! connection ([`serve`]) has a watchdog task that wakes every quarter of the shorter time limit
+//! connection (`serve`) has a watchdog task that wakes every quarter of the shorter time limit
 //! to judge:
 //!
 //! - a head started longer than `header_read_timeout` ago and not finished: the connection is
@@ -38,7 +38,7 @@ use super::state::{Close, ConnState, now_ms};
 use super::{ConnectionSlot, Edge, Refusal};
 
 pin_project! {
-    /// The client's socket, with every read followed by the connection's [`Framing`].
+    /// The client's socket, with every read followed by the connection's `Framing`.
     #[derive(Debug)]
     pub(crate) struct Watched {
         #[pin]

@@ -13,7 +13,7 @@
 //!   `max_headers` fields, or 431 from hyper; bodies up to `max_body_bytes`, or 413
 //!   ([`checks`]); HTTP/2 streams and windows per connection;
 //! - **shape** ([`checks`]): 400 for `Content-Length` with `Transfer-Encoding` (found below hyper,
-//!   by [`framing`]) and for header names with underscores; `X-Forwarded-For` set from the
+//!   by `framing`) and for header names with underscores; `X-Forwarded-For` set from the
 //!   connection's peer, the client's own forwarding headers dropped unless trusted.
 //!
 //! Every refusal is counted on `/metrics` as `gateway_edge_refused_total{reason}` (all reasons
