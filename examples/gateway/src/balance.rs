@@ -31,7 +31,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
@@ -42,6 +42,8 @@ use opentelemetry::metrics::{Counter, Meter};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 use tower_reliability_core::X_OVERLOADED;
+
+use crate::clock::now_ms;
 
 /// How fast the latency estimate forgets (tower's `PeakEwma` default).
 const DECAY: Duration = Duration::from_secs(10);
@@ -54,12 +56,6 @@ const FAILURE_COST: Duration = Duration::from_secs(1);
 const EJECT_DEFAULT: Duration = Duration::from_secs(1);
 const EJECT_MAX: Duration = Duration::from_secs(60);
 
-/// Milliseconds since the process's first use of this module (so that 0 can mean "never").
-fn now_ms() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
-}
-
 /// One instance of a provider.
 #[derive(Debug)]
 struct Instance {
@@ -67,7 +63,7 @@ struct Instance {
     host: HeaderValue,
     estimate: Mutex<Estimate>,
     in_flight: AtomicU32,
-    /// Out of the rotation until this time (ms, [`now_ms`]); 0: in it.
+    /// Out of the rotation until this time (`clock::now_ms`); 0: in it.
     ejected_until: AtomicU64,
     /// When it was last ejected (ms); 0: never.
     ejected_at: AtomicU64,

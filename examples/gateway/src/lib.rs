@@ -3,10 +3,12 @@
 
 pub mod balance;
 pub mod canary;
+mod clock;
 pub mod config;
 pub mod demo_provider;
 pub mod dispatch;
 pub mod edge;
+mod error_chain;
 pub mod fault;
 pub mod proxy;
 pub mod routes;

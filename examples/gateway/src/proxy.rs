@@ -14,6 +14,7 @@ use tower_reliability_core::Protocol;
 use tower_retry_classified::CircuitOpen;
 
 use crate::edge::{self, Refusal};
+use crate::error_chain::find;
 use crate::routing;
 
 /// One upstream provider, ready to call.
@@ -132,7 +133,8 @@ where
         Err(error) => {
             // A caller's deadline running out says nothing about the provider's health; an
             // open breaker already knows it.
-            if find::<DeadlineExceeded>(&error).is_none() && find::<CircuitOpen>(&error).is_none() {
+            if find::<DeadlineExceeded>(&*error).is_none() && find::<CircuitOpen>(&*error).is_none()
+            {
                 gateway.router.outcome(index, false);
             }
             error_response(&provider.name, &error, grpc)
@@ -153,18 +155,6 @@ fn grpc_unavailable(message: &'static str) -> Response {
     response
 }
 
-/// The first error of type `E` in `error`'s `source()` chain.
-fn find<E: std::error::Error + 'static>(error: &BoxError) -> Option<&E> {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&**error);
-    while let Some(e) = source {
-        if let Some(found) = e.downcast_ref::<E>() {
-            return Some(found);
-        }
-        source = e.source();
-    }
-    None
-}
-
 /// A body over the edge's limit gets the edge's 413. Our layers' own rejections answered as
 /// their HTTP mode would (`tower_reliability_core::
 /// error_response`): 504 when time ran out (the request's deadline or the connect budget; gRPC 4
@@ -172,7 +162,7 @@ fn find<E: std::error::Error + 'static>(error: &BoxError) -> Option<&E> {
 /// 502 naming the provider for anything else (gRPC 14).
 fn error_response(provider: &str, error: &BoxError, grpc: bool) -> Response {
     // The caller's body grew past the edge's limit while it streamed (`edge::checks`).
-    if find::<http_body_util::LengthLimitError>(error).is_some() {
+    if find::<http_body_util::LengthLimitError>(&**error).is_some() {
         return edge::checks::refusal_response(Refusal::BodyTooLarge, Version::HTTP_11);
     }
     let protocol = if grpc { Protocol::Grpc } else { Protocol::Http };

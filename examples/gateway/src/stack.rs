@@ -174,15 +174,10 @@ fn connect_failures_not_sent<R>(
     let Err(error) = outcome else {
         return verdict;
     };
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&**error);
-    while let Some(e) = source {
-        if let Some(e) = e.downcast_ref::<example_support::upstream_client::Error>()
-            && e.is_connect()
-            && !verdict.is_retryable()
-        {
-            return Classification::retryable(Reason::CONNECT_ERROR);
-        }
-        source = e.source();
+    let connect = crate::error_chain::find::<example_support::upstream_client::Error>(&**error)
+        .is_some_and(example_support::upstream_client::Error::is_connect);
+    if connect && !verdict.is_retryable() {
+        return Classification::retryable(Reason::CONNECT_ERROR);
     }
     verdict
 }

@@ -34,8 +34,10 @@ use tower::Service;
 
 use super::checks::EdgeService;
 use super::framing::Framing;
-use super::state::{Close, ConnState, now_ms};
+use super::state::{Close, ConnState};
 use super::{ConnectionSlot, Edge, Refusal};
+use crate::clock::now_ms;
+use crate::error_chain::find;
 
 pin_project! {
     /// The client's socket, with every read followed by the connection's `Framing`.
@@ -131,7 +133,7 @@ impl Watchdog {
     fn verdict(&mut self, state: &ConnState, edge: &Edge, now: Instant) -> Verdict {
         let started = state.head_started.load(Ordering::Relaxed);
         if started != 0 {
-            let reading = now_ms().saturating_sub(started - 1);
+            let reading = now_ms().saturating_sub(started);
             if reading >= edge.limits.header_read_timeout.as_millis() as u64 {
                 return Verdict::HeaderTimeout;
             }
@@ -188,8 +190,7 @@ pub(crate) async fn serve<S>(
         state: Arc::clone(&state),
     };
     let service = EdgeService::new(app, Arc::clone(&state), Arc::clone(&edge), peer);
-    let builder = edge.limits.builder();
-    let mut conn = pin!(builder.serve_connection(TokioIo::new(io), service));
+    let mut conn = pin!(edge.builder.serve_connection(TokioIo::new(io), service));
     // The time limits and the worker's stop are watched by a task of their own, so that the
     // connection's task polls one more future per wake-up (as `axum::serve` did for its stop
     // signal), not a timer: polling a `Sleep` on every wake-up cost about 1,000 instructions
@@ -262,22 +263,16 @@ fn refusal_of(error: &(dyn std::error::Error + 'static)) -> Option<Refusal> {
             return Some(Refusal::Malformed);
         }
     }
-    let mut source = Some(error);
-    while let Some(error) = source {
-        if let Some(h2) = error.downcast_ref::<h2::Error>() {
-            // Only a GOAWAY this side sent: a client going away is not a refusal.
-            if !(h2.is_go_away() && h2.is_library()) {
-                return None;
-            }
-            return Some(if h2.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM) {
-                Refusal::H2RapidReset
-            } else {
-                Refusal::H2Protocol
-            });
-        }
-        source = error.source();
+    let h2 = find::<h2::Error>(error)?;
+    // Only a GOAWAY this side sent: a client going away is not a refusal.
+    if !(h2.is_go_away() && h2.is_library()) {
+        return None;
     }
-    None
+    Some(if h2.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM) {
+        Refusal::H2RapidReset
+    } else {
+        Refusal::H2Protocol
+    })
 }
 
 #[cfg(test)]

@@ -90,7 +90,7 @@ impl Default for EdgeLimits {
 impl EdgeLimits {
     /// The hyper connection builder these limits configure: HTTP/1 and HTTP/2 (prior
     /// knowledge) on one port, as `axum::serve` offers.
-    pub(crate) fn builder(&self) -> auto::Builder<TokioExecutor> {
+    fn builder(&self) -> auto::Builder<TokioExecutor> {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         let mut http1 = builder.http1();
         // The header-read timeout is the edge's own (`connection`): hyper's would also run
@@ -174,6 +174,8 @@ impl Refusal {
 #[derive(Debug)]
 pub struct Edge {
     pub(crate) limits: EdgeLimits,
+    /// The connection builder the limits configure, made once for every connection.
+    pub(crate) builder: auto::Builder<TokioExecutor>,
     open: Arc<AtomicUsize>,
     metrics: Option<EdgeMetrics>,
 }
@@ -220,6 +222,7 @@ impl Edge {
             }
         });
         Arc::new(Edge {
+            builder: limits.builder(),
             limits,
             open,
             metrics,

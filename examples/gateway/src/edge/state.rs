@@ -1,13 +1,12 @@
 //! One connection's state, shared by its socket wrapper (`connection`), its per-request checks
 //! (`checks`) and its watchdog: below all three.
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
-use std::time::Instant;
 
 use tokio::sync::Notify;
 
 use super::framing::Event;
+use crate::clock::now_ms;
 
 /// What one connection's reads and requests have shown so far; written by `connection::Watched` and
 /// `checks::EdgeService`, read by the task's checks. Everything happens on one worker thread, so the
@@ -16,7 +15,7 @@ use super::framing::Event;
 pub(crate) struct ConnState {
     /// Bumped whenever bytes are read or written.
     pub(crate) activity: AtomicU32,
-    /// When the head being read started, in milliseconds since [`now_ms`]'s first call plus one; 0: none.
+    /// When the head being read started, in `clock::now_ms` milliseconds (never 0); 0: none.
     pub(crate) head_started: AtomicU64,
     /// Heads read completely.
     heads: AtomicU32,
@@ -44,7 +43,7 @@ impl ConnState {
     pub(crate) fn on(&self, event: Event) {
         match event {
             Event::HeadStarted => {
-                self.head_started.store(now_ms() + 1, Ordering::Relaxed);
+                self.head_started.store(now_ms(), Ordering::Relaxed);
             }
             Event::HeadDone { smuggling } => {
                 let number = self.heads.fetch_add(1, Ordering::Relaxed) + 1;
@@ -67,10 +66,4 @@ impl ConnState {
     pub(crate) fn smuggled(&self, number: u32) -> bool {
         self.smuggled_head.load(Ordering::Relaxed) == number
     }
-}
-
-/// Milliseconds since the first call: what [`ConnState`] stores instead of an `Instant`.
-pub(crate) fn now_ms() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
