@@ -191,3 +191,42 @@ async fn a_nested_enforcer_defers_to_the_outer_one_but_not_when_spawned_away() {
     assert_eq!(spawned.unwrap_err().stage(), Stage::Operation);
     assert_eq!(started.elapsed(), Duration::from_millis(300));
 }
+
+/// Nested under an enforcing future with a later deadline, an inner one with an earlier deadline
+/// still ends at its own (the outer wakes the task for it), and afterwards the outer at its own.
+#[tokio::test(start_paused = true)]
+async fn a_tighter_nested_enforcer_ends_at_its_own_deadline_then_the_outer_at_its_own() {
+    let started = tokio::time::Instant::now();
+    let outcome = Deadline::after(Duration::from_secs(1))
+        .scope(enforce(async {
+            let nested = enforce_within(
+                Duration::from_millis(300),
+                tokio::time::sleep(Duration::from_secs(5)),
+            )
+            .await;
+            let ended = started.elapsed();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            (nested, ended)
+        }))
+        .await;
+    let outer = outcome.expect_err("the outer enforcer ends the second sleep");
+    assert_eq!(outer.stage(), Stage::Operation);
+    assert_eq!(outer.budget(), Duration::from_secs(1));
+    assert_eq!(started.elapsed(), Duration::from_secs(1));
+
+    // The same, with the nested result looked at before the outer deadline.
+    let started = tokio::time::Instant::now();
+    let (nested, ended) = Deadline::after(Duration::from_secs(1))
+        .scope(enforce(async {
+            let nested = enforce_within(
+                Duration::from_millis(300),
+                tokio::time::sleep(Duration::from_secs(5)),
+            )
+            .await;
+            (nested, started.elapsed())
+        }))
+        .await
+        .expect("the outer future finished in time");
+    assert_eq!(ended, Duration::from_millis(300));
+    assert_eq!(nested.unwrap_err().budget(), Duration::from_millis(300));
+}

@@ -2,7 +2,9 @@
 //! the machine's load, so a run on a busy CI machine can still catch a regression.
 //!
 //! The gateway runs under `valgrind --tool=callgrind` with one worker, against the bench's own
-//! upstream. Two runs serve `FEW` and `MANY` requests over the same two keep-alive connections;
+//! upstream. Two runs serve `FEW` and `MANY` requests, one at a time over one keep-alive
+//! connection (two connections at once made the count vary by several hundred instructions from
+//! run to run, with how their requests happened to interleave);
 //! the difference of their totals over the difference of their requests is what one more
 //! request costs, start-up, connection set-up and shutdown cancelling out.
 //!
@@ -91,26 +93,16 @@ async fn counted(
     Ok(Counted { total, file })
 }
 
-/// `count` requests over two keep-alive connections, one at a time on each.
+/// `count` requests, one at a time over one keep-alive connection.
 async fn serve(addr: SocketAddr, count: u64) -> Result<(), String> {
-    let mut tasks = Vec::new();
-    for half in [count / 2, count - count / 2] {
-        let mut sender = load::connect(addr).await?;
-        tasks.push(tokio::spawn(async move {
-            for _ in 0..half {
-                sender.ready().await.map_err(|e| e.to_string())?;
-                let status =
-                    load::read_status(sender.send_request(load::request(addr, "/v1/x", None)))
-                        .await;
-                if status != 200 {
-                    return Err(format!("the gateway answered {status}"));
-                }
-            }
-            Ok::<_, String>(())
-        }));
-    }
-    for task in tasks {
-        task.await.map_err(|e| e.to_string())??;
+    let mut sender = load::connect(addr).await?;
+    for _ in 0..count {
+        sender.ready().await.map_err(|e| e.to_string())?;
+        let status =
+            load::read_status(sender.send_request(load::request(addr, "/v1/x", None))).await;
+        if status != 200 {
+            return Err(format!("the gateway answered {status}"));
+        }
     }
     Ok(())
 }
@@ -195,8 +187,16 @@ fn function_costs(files: &[PathBuf; 2], debug: bool) -> BTreeMap<String, f64> {
 }
 
 /// Full mode: the table of every configuration, and the attribution of all-on's extra cost.
-pub(crate) async fn table(gateway: &Path, upstream: &str, md: &mut String) -> Result<(), String> {
-    let dir = std::env::temp_dir().join(format!("xtask-bench-callgrind-{}", std::process::id()));
+pub(crate) async fn table(
+    gateway: &Path,
+    upstream: &str,
+    keep: Option<&Path>,
+    md: &mut String,
+) -> Result<(), String> {
+    let dir = keep.map_or_else(
+        || std::env::temp_dir().join(format!("xtask-bench-callgrind-{}", std::process::id())),
+        Path::to_path_buf,
+    );
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let mut rows = Vec::new();
     let mut files = Vec::new();
@@ -208,7 +208,7 @@ pub(crate) async fn table(gateway: &Path, upstream: &str, md: &mut String) -> Re
     }
     let _ = writeln!(
         md,
-        "\n### Instructions per request\n\nUserland instructions the gateway runs per proxied request (callgrind; one worker; two runs of {} and {} requests over two keep-alive connections, their difference over the requests between, so start-up and shutdown cancel out). A count, not a time: it does not move with the machine's load.\n\n| configuration | instructions/request | over flags off |\n|---|---|---|",
+        "\n### Instructions per request\n\nUserland instructions the gateway runs per proxied request (callgrind; one worker; two runs of {} and {} requests, one at a time over one keep-alive connection, their difference over the requests between, so start-up and shutdown cancel out). A count, not a time: it does not move with the machine's load.\n\n| configuration | instructions/request | over flags off |\n|---|---|---|",
         requests(false).0,
         requests(false).1
     );
@@ -235,7 +235,9 @@ pub(crate) async fn table(gateway: &Path, upstream: &str, md: &mut String) -> Re
         let name = if name.len() > 140 { &name[..140] } else { name };
         let _ = writeln!(md, "| `{}` | {delta:+.0} |", name.replace('|', "\\|"));
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    if keep.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     Ok(())
 }
 
@@ -332,14 +334,25 @@ pub(crate) async fn guard(
     }
 }
 
-/// `instructions [--gateway PATH]`: the table alone, printed as markdown.
+/// `instructions [--gateway PATH] [--keep DIR]`: the table alone, printed as markdown; with
+/// `--keep`, callgrind's output files stay in DIR (`<n>.few.out`, `<n>.many.out`, `n` the
+/// configuration's row, from 0) for `callgrind_annotate`.
 pub(crate) fn main(args: &[String]) -> Result<(), String> {
     let me = std::env::current_exe().map_err(|e| e.to_string())?;
-    let gateway = match args {
-        [flag, path] if flag == "--gateway" => PathBuf::from(path),
-        [] => me.with_file_name("gateway"),
-        _ => return Err("usage: instructions [--gateway PATH]".into()),
-    };
+    let mut gateway = me.with_file_name("gateway");
+    let mut keep = None;
+    let mut args = args.iter();
+    while let Some(flag) = args.next() {
+        let value = args.next().map(PathBuf::from);
+        match (flag.as_str(), value) {
+            ("--gateway", Some(path)) => gateway = path,
+            ("--keep", Some(dir)) => keep = Some(dir),
+            _ => return Err("usage: instructions [--gateway PATH] [--keep DIR]".into()),
+        }
+    }
+    if let Some(dir) = &keep {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -350,6 +363,7 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
         table(
             &gateway,
             &format!("http://{}", upstream.addr),
+            keep.as_deref(),
             &mut markdown,
         )
         .await?;

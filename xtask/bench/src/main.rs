@@ -12,12 +12,16 @@
 //!   with nginx installed it also starts nginx (module `nginx`) as the peer proxy and as a
 //!   third-party upstream.
 //!
-//! - `instructions [--gateway PATH]`: only the instructions-per-request table (callgrind), printed;
+//! - `instructions [--gateway PATH] [--keep DIR]`: only the instructions-per-request table
+//!   (callgrind), printed; `--keep` keeps callgrind's files for `callgrind_annotate`;
+//! - `latency [--gateway PATH] [--rate N] [--secs N] [--rounds N] [--flags LIST]`: only the
+//!   fixed-rate latency, flags off against flags on, printed;
 //!
 //! Every server binds 127.0.0.1 on port 0 and prints `listening on http://ADDR` on stdout.
 
 mod flags;
 mod instructions;
+mod latency;
 mod load;
 mod nginx;
 mod process;
@@ -38,10 +42,12 @@ fn main() -> ExitCode {
         Some("run") => run::main(&args[1..]),
         Some("soak") => soak::main(&args[1..]),
         Some("instructions") => instructions::main(&args[1..]),
+        Some("latency") => latency::main(&args[1..]),
         _ => Err(
             "usage: xtask-bench upstream fast|slow|mixed|faulty | bare-proxy URL | \
                   naive-retry-proxy URL | soak [--secs N] [--gateway PATH] [--out FILE] | \
-                  instructions [--gateway PATH] | \
+                  instructions [--gateway PATH] [--keep DIR] | \
+                  latency [--gateway PATH] [--rate N] [--secs N] [--rounds N] [--flags LIST] | \
                   run [--quick] [--gateway PATH] [--out FILE]"
                 .to_string(),
         ),

@@ -19,6 +19,7 @@ struct Settings {
     connections: usize,
     overload_secs: u64,
     latency_secs: u64,
+    latency_rounds: usize,
     retry_requests: u64,
     compliance_requests: usize,
 }
@@ -33,6 +34,9 @@ impl Settings {
             connections: 64,
             overload_secs: 20,
             latency_secs: 10,
+            // Alternating rounds, medians: one 10 s run's p99 can be taken by a burst of
+            // outside load on this shared machine.
+            latency_rounds: 3,
             retry_requests: 2000,
             compliance_requests: 2000,
         }
@@ -45,6 +49,7 @@ impl Settings {
             connections: 16,
             overload_secs: 3,
             latency_secs: 2,
+            latency_rounds: 1,
             retry_requests: 200,
             compliance_requests: 200,
         }
@@ -102,7 +107,7 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
                 instructions::guard(&gateway, &upstream_url, benchmarks, &mut markdown).await?;
             }
         } else {
-            instructions::table(&gateway, &upstream_url, &mut markdown).await?;
+            instructions::table(&gateway, &upstream_url, None, &mut markdown).await?;
             if let Some(debug_gateway) = &debug_gateway {
                 let figures = instructions::guard_figures(debug_gateway, &upstream_url).await?;
                 let _ = writeln!(markdown, "\n{}", instructions::guard_line(figures));
@@ -367,14 +372,14 @@ async fn throughput(
             rps(Config::GatewayOn).unwrap_or(f64::NAN),
         );
         let mut ratios = format!(
-            "\nRatios: **c/b = {:.3}** (target >= 0.9), **b/a = {:.3}** (target >= 0.9)",
+            "\nRatios: **c/b = {:.3}** (target >= 0.96), **b/a = {:.3}** (target >= 0.9)",
             c / b,
             b / a
         );
         if let Some(n) = rps(Config::NginxProxy) {
             let _ = write!(
                 ratios,
-                ", **b/n = {:.3}** (target >= 1.0), **c/n = {:.3}** (target >= 0.9)",
+                ", **b/n = {:.3}** (target >= 0.95), **c/n = {:.3}** (target >= 0.9)",
                 b / n,
                 c / n
             );
@@ -470,54 +475,83 @@ async fn latency_under_load(
         configs.push(Config::NginxProxy);
     }
     let upstream = Process::Ours(Server::start(me, &["upstream", "fast"], &[])?);
+    // Per configuration, one row of each round: sent, achieved req/s, non-200, p50, p99, p99.9.
+    let mut rows: Vec<Vec<[f64; 6]>> = vec![Vec::new(); configs.len()];
+    for round in 0..s.latency_rounds {
+        for (config, rows) in configs.iter().zip(&mut rows) {
+            let proxy = config.start(me, gateway, nginx, &upstream)?;
+            load::closed_loop(proxy.addr(), "/v1/bench", 16, Duration::from_millis(500)).await?;
+            let report = load::fixed_rate(
+                proxy.addr(),
+                "/v1/bench",
+                rate,
+                s.connections,
+                Duration::from_secs(s.latency_secs),
+            )
+            .await?;
+            let sent = report.outcomes.len();
+            let all = |_: u16| true;
+            let ms = |q| {
+                report
+                    .quantile(q, all)
+                    .map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
+            };
+            eprintln!(
+                "bench:   round {}, {}: p50 {:.2} ms, p99 {:.2} ms",
+                round + 1,
+                config.name(),
+                ms(0.5),
+                ms(0.99)
+            );
+            rows.push([
+                sent as f64,
+                report.per_second(),
+                (sent - report.count(|status| status == 200)) as f64,
+                ms(0.5),
+                ms(0.99),
+                ms(0.999),
+            ]);
+        }
+    }
     let _ = writeln!(md, "### Latency at a fixed rate\n");
     let _ = writeln!(
         md,
         "Open loop at {rate} req/s (50% of the {:.0} req/s `{}` reached over the bench's own \
-         upstream) for {} s per configuration over {} keep-alive connections, from the benchmark's own \
+         upstream) for {} s per run over {} keep-alive connections, from the benchmark's own \
          generator (one thread, wrk2's model: each connection sends on a fixed schedule, and a \
          request held up by a slow answer on its connection is timed from when it was due); \
-         latency to the end of the answer's body.\n",
+         latency to the end of the answer's body. {} run(s) per configuration alternating b, c, n; \
+         each column the median of its runs (non-200: their sum).\n",
         peak.rps,
         peak.by.name(),
         s.latency_secs,
-        s.connections
+        s.connections,
+        s.latency_rounds,
     );
     let _ = writeln!(
         md,
-        "| configuration | sent | achieved req/s | non-200 | p50 ms | p99 ms | p99.9 ms |\n|---|---|---|---|---|---|---|"
+        "| configuration | sent per run | achieved req/s | non-200 | p50 ms | p99 ms | p99.9 ms |\n|---|---|---|---|---|---|---|"
     );
-    for config in configs {
-        let proxy = config.start(me, gateway, nginx, &upstream)?;
-        load::closed_loop(proxy.addr(), "/v1/bench", 16, Duration::from_millis(500)).await?;
-        let report = load::fixed_rate(
-            proxy.addr(),
-            "/v1/bench",
-            rate,
-            s.connections,
-            Duration::from_secs(s.latency_secs),
-        )
-        .await?;
-        let sent = report.outcomes.len();
-        let failed = sent - report.count(|status| status == 200);
-        let all = |_: u16| true;
-        eprintln!(
-            "bench:   {}: p50 {} ms, p99 {} ms",
-            config.name(),
-            ms(report.quantile(0.5, all)),
-            ms(report.quantile(0.99, all))
-        );
+    let column = |rows: &[[f64; 6]], i: usize| median(rows.iter().map(|row| row[i]).collect());
+    for (config, rows) in configs.iter().zip(&rows) {
+        let failed: f64 = rows.iter().map(|row| row[2]).sum();
         let _ = writeln!(
             md,
-            "| {} | {sent} | {:.0} | {failed} | {} | {} | {} |",
+            "| {} | {:.0} | {:.0} | {failed:.0} | {:.2} | {:.2} | {:.2} |",
             config.name(),
-            report.per_second(),
-            ms(report.quantile(0.5, all)),
-            ms(report.quantile(0.99, all)),
-            ms(report.quantile(0.999, all)),
+            column(rows, 0),
+            column(rows, 1),
+            column(rows, 3),
+            column(rows, 4),
+            column(rows, 5),
         );
     }
-    md.push('\n');
+    let (off, on) = (column(&rows[0], 4), column(&rows[1], 4));
+    let _ = writeln!(
+        md,
+        "\nRatio: **p99 c/b = {:.2}** (target <= 1.1).\n",
+        on / off
+    );
     Ok(())
 }
 
