@@ -56,19 +56,14 @@ pub(crate) fn encode(timeout: Duration) -> HeaderValue {
     .find(|(value, _)| *value <= u128::from(MAX_VALUE))
     .unwrap_or((u128::from(MAX_VALUE), b'H'));
 
+    // At most 8 digits and the unit, on the stack, copied once into the value.
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(value as u64).as_bytes();
     let mut buf = [0u8; 9];
-    let mut start = 8;
-    let mut rest = value as u64; // at most 8 digits here
-    loop {
-        start -= 1;
-        buf[start] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    buf[8] = unit;
-    HeaderValue::from_bytes(&buf[start..]).expect("digits and a unit letter are valid header bytes")
+    buf[..digits.len()].copy_from_slice(digits);
+    buf[digits.len()] = unit;
+    HeaderValue::from_bytes(&buf[..=digits.len()])
+        .expect("digits and a unit letter are valid header bytes")
 }
 
 #[cfg(test)]
