@@ -230,3 +230,29 @@ async fn a_tighter_nested_enforcer_ends_at_its_own_deadline_then_the_outer_at_it
     assert_eq!(ended, Duration::from_millis(300));
     assert_eq!(nested.unwrap_err().budget(), Duration::from_millis(300));
 }
+
+/// A combinator that polls each future with a waker of its own (`FuturesUnordered`) and polls
+/// again only what was woken: a tighter nested enforcer inside it cannot count on the enclosing
+/// one's wake-ups, and still ends at its own deadline.
+#[tokio::test(start_paused = true)]
+async fn a_tighter_nested_enforcer_behind_its_own_waker_ends_at_its_own_deadline() {
+    use futures_util::StreamExt;
+    use futures_util::stream::FuturesUnordered;
+
+    let started = tokio::time::Instant::now();
+    let (nested, ended) = Deadline::after(Duration::from_secs(1))
+        .scope(enforce(async {
+            let mut calls: FuturesUnordered<_> = [enforce_within(
+                Duration::from_millis(300),
+                tokio::time::sleep(Duration::from_secs(5)),
+            )]
+            .into_iter()
+            .collect();
+            let nested = calls.next().await.expect("one call");
+            (nested, started.elapsed())
+        }))
+        .await
+        .expect("the outer future finished in time");
+    assert_eq!(ended, Duration::from_millis(300));
+    assert_eq!(nested.unwrap_err().stage(), Stage::Operation);
+}
