@@ -111,7 +111,7 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
             instructions::table(&gateway, &upstream_url, None, &mut markdown).await?;
             if let Some(debug_gateway) = &debug_gateway {
                 let figures = instructions::guard_figures(debug_gateway, &upstream_url).await?;
-                let _ = writeln!(markdown, "\n{}", instructions::guard_line(figures));
+                let _ = writeln!(markdown, "\n{}\n", instructions::guard_line(figures));
             }
         }
         drop(upstream);
