@@ -64,9 +64,7 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
         for round in 0..options.rounds {
             for (name, flags) in [("flags off", &[][..]), ("flags on", &on[..])] {
                 let gateway = Server::start(&options.gateway, &[], &gateway_env(&url, flags, &[]))?;
-                load::closed_loop(gateway.addr, "/v1/bench", 16, Duration::from_millis(500))
-                    .await?;
-                let report = load::fixed_rate(
+                let run = load::warmed_fixed_rate(
                     gateway.addr,
                     "/v1/bench",
                     options.rate,
@@ -74,15 +72,9 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
                     Duration::from_secs(options.secs),
                 )
                 .await?;
-                let all = |_: u16| true;
-                let ms = |q| report.quantile(q, all).map_or(f64::NAN, |d| d.as_secs_f64() * 1e3);
                 println!(
                     "round {round} {name}: {:.0} req/s, non-200 {}, p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms",
-                    report.per_second(),
-                    report.outcomes.len() - report.count(|status| status == 200),
-                    ms(0.5),
-                    ms(0.99),
-                    ms(0.999),
+                    run.per_second, run.non_200, run.p50_ms, run.p99_ms, run.p999_ms,
                 );
             }
         }

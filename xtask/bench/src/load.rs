@@ -249,6 +249,43 @@ pub(crate) async fn fixed_rate(
     gather(tasks, started).await
 }
 
+/// One fixed-rate run as the latency tables print it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FixedRateRun {
+    pub(crate) sent: usize,
+    pub(crate) per_second: f64,
+    pub(crate) non_200: usize,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) p999_ms: f64,
+}
+
+/// [`fixed_rate`] on `path` after half a second of closed-loop warm-up over 16 connections
+/// (connections to the upstream opened, caches warm), summarised; quantiles over every answer.
+pub(crate) async fn warmed_fixed_rate(
+    addr: SocketAddr,
+    path: &str,
+    rate: u32,
+    connections: usize,
+    duration: Duration,
+) -> Result<FixedRateRun, String> {
+    closed_loop(addr, path, 16, Duration::from_millis(500)).await?;
+    let report = fixed_rate(addr, path, rate, connections, duration).await?;
+    let ms = |q| {
+        report
+            .quantile(q, |_| true)
+            .map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
+    };
+    Ok(FixedRateRun {
+        sent: report.outcomes.len(),
+        per_second: report.per_second(),
+        non_200: report.outcomes.len() - report.count(|status| status == 200),
+        p50_ms: ms(0.5),
+        p99_ms: ms(0.99),
+        p999_ms: ms(0.999),
+    })
+}
+
 /// `count` requests with ids `0..count` in `x-request-id`, at most `concurrency` at once.
 pub(crate) async fn batch(
     addr: SocketAddr,

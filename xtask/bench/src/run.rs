@@ -476,13 +476,12 @@ async fn latency_under_load(
         configs.push(Config::NginxProxy);
     }
     let upstream = Process::Ours(Server::start(me, &["upstream", "fast"], &[])?);
-    // Per configuration, one row of each round: sent, achieved req/s, non-200, p50, p99, p99.9.
-    let mut rows: Vec<Vec<[f64; 6]>> = vec![Vec::new(); configs.len()];
+    // Per configuration, its run of each round.
+    let mut runs: Vec<Vec<load::FixedRateRun>> = vec![Vec::new(); configs.len()];
     for round in 0..s.latency_rounds {
-        for (config, rows) in configs.iter().zip(&mut rows) {
+        for (config, runs) in configs.iter().zip(&mut runs) {
             let proxy = config.start(me, gateway, nginx, &upstream)?;
-            load::closed_loop(proxy.addr(), "/v1/bench", 16, Duration::from_millis(500)).await?;
-            let report = load::fixed_rate(
+            let run = load::warmed_fixed_rate(
                 proxy.addr(),
                 "/v1/bench",
                 rate,
@@ -490,28 +489,14 @@ async fn latency_under_load(
                 Duration::from_secs(s.latency_secs),
             )
             .await?;
-            let sent = report.outcomes.len();
-            let all = |_: u16| true;
-            let ms = |q| {
-                report
-                    .quantile(q, all)
-                    .map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
-            };
             eprintln!(
                 "bench:   round {}, {}: p50 {:.2} ms, p99 {:.2} ms",
                 round + 1,
                 config.name(),
-                ms(0.5),
-                ms(0.99)
+                run.p50_ms,
+                run.p99_ms
             );
-            rows.push([
-                sent as f64,
-                report.per_second(),
-                (sent - report.count(|status| status == 200)) as f64,
-                ms(0.5),
-                ms(0.99),
-                ms(0.999),
-            ]);
+            runs.push(run);
         }
     }
     let _ = writeln!(md, "### Latency at a fixed rate\n");
@@ -533,21 +518,26 @@ async fn latency_under_load(
         md,
         "| configuration | sent per run | achieved req/s | non-200 | p50 ms | p99 ms | p99.9 ms |\n|---|---|---|---|---|---|---|"
     );
-    let column = |rows: &[[f64; 6]], i: usize| median(rows.iter().map(|row| row[i]).collect());
-    for (config, rows) in configs.iter().zip(&rows) {
-        let failed: f64 = rows.iter().map(|row| row[2]).sum();
+    let column = |runs: &[load::FixedRateRun], field: fn(&load::FixedRateRun) -> f64| {
+        median(runs.iter().map(field).collect())
+    };
+    for (config, runs) in configs.iter().zip(&runs) {
+        let failed: usize = runs.iter().map(|run| run.non_200).sum();
         let _ = writeln!(
             md,
-            "| {} | {:.0} | {:.0} | {failed:.0} | {:.2} | {:.2} | {:.2} |",
+            "| {} | {:.0} | {:.0} | {failed} | {:.2} | {:.2} | {:.2} |",
             config.name(),
-            column(rows, 0),
-            column(rows, 1),
-            column(rows, 3),
-            column(rows, 4),
-            column(rows, 5),
+            column(runs, |run| run.sent as f64),
+            column(runs, |run| run.per_second),
+            column(runs, |run| run.p50_ms),
+            column(runs, |run| run.p99_ms),
+            column(runs, |run| run.p999_ms),
         );
     }
-    let (off, on) = (column(&rows[0], 4), column(&rows[1], 4));
+    let (off, on) = (
+        column(&runs[0], |run| run.p99_ms),
+        column(&runs[1], |run| run.p99_ms),
+    );
     let _ = writeln!(
         md,
         "\nRatio: **p99 c/b = {:.2}** (target <= 1.1).\n",
